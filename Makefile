@@ -1,0 +1,65 @@
+# chorus — top-level entry points.  `make run` and `make test` work on a fresh
+# Debian bookworm machine as root: they install the Debian packages first.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS       ?= $(shell nproc)
+LOCAL_DIR  ?= .chorus-local
+CTEST_ARGS ?=
+
+.PHONY: all deps build build-asan run stop status test test-fast test-asan fuzz clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/Makefile: CMakeLists.txt tests/CMakeLists.txt | deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: deps $(BUILD)/Makefile
+	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory
+
+$(ASAN_BUILD)/Makefile: CMakeLists.txt tests/CMakeLists.txt | deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCHORUS_SANITIZE=ON >/dev/null
+
+build-asan: deps $(ASAN_BUILD)/Makefile
+	@cmake --build $(ASAN_BUILD) -j $(JOBS) -- --no-print-directory
+
+# Starts a local 3-node cluster in the background and shows its status.
+run: build
+	@$(BUILD)/chorusctl local up -n 3 --dir $(LOCAL_DIR)
+	@$(BUILD)/chorusctl --dir $(LOCAL_DIR) status
+
+stop:
+	@$(BUILD)/chorusctl local down --dir $(LOCAL_DIR)
+
+status:
+	@$(BUILD)/chorusctl --dir $(LOCAL_DIR) status
+
+# Everything CI runs: the plain build's tests, then the same tests under ASan+UBSan.
+test: build build-asan
+	@echo "== tests (RelWithDebInfo) =="
+	@cd $(BUILD) && ctest --output-on-failure -j 2 $(CTEST_ARGS)
+	@echo "== tests (ASan+UBSan) =="
+	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    ctest --output-on-failure -j 2 $(CTEST_ARGS)
+
+# Unit, simulation and fuzz-replay tests only (no processes): seconds.
+test-fast: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L 'unit|sim|fuzz'
+
+# libFuzzer: every decoder for FUZZ_SECONDS each (clang).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCHORUS_FUZZ=ON \
+	    -DCHORUS_SANITIZE=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) -- --no-print-directory
+	@for t in fuzz_entry fuzz_event fuzz_snapshot fuzz_proto fuzz_config; do \
+	    echo "== $$t =="; mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	    $(FUZZ_BUILD)/tests/$$t -max_total_time=$(FUZZ_SECONDS) \
+	        $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t || exit 1; done
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

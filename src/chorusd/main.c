@@ -1,0 +1,334 @@
+/*
+ * chorusd: one chorus node.  Hosts this node's replicas of every shard (one
+ * canonical/raft group each) and serves the store RPC, all on one libuv loop.
+ *
+ *   chorusd --config FILE --node ID --data DIR [--log-level LEVEL]
+ *
+ * Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 2 when it cannot
+ * start (bad config, unusable or foreign data directory, corrupt state), 1 on a
+ * fatal runtime error.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "../cluster/config.h"
+#include "../common/error.h"
+#include "../common/hash.h"
+#include "../common/log.h"
+#include "../proto/proto.h"
+#include "../raft-log/shard_uv.h"
+#include "../raft-log/store_uv.h"
+
+#define STREAM_RETAIN_ENTRIES 8192
+#define WATCH_INTERVAL_MS 200
+
+struct node {
+    uv_loop_t loop;
+    struct cluster_config config;
+    uint32_t id;
+    char data_dir[PATH_MAX];
+    struct shard **shards;
+    uint32_t shards_open;
+    struct store *store;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t watch;
+    int stopping;
+    int exit_code;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: chorusd --config FILE --node ID --data DIR "
+                 "[--log-level debug|info|warn|error]\n");
+}
+
+/* ---- the data directory's identity ---------------------------------------------------
+ *
+ * DIR/IDENTITY records which cluster and node the directory belongs to, with a
+ * checksum, so a node never starts on another node's data (a classic operator
+ * mistake that would otherwise corrupt a Raft group).  DIR/LOCK is held with
+ * flock for the life of the process.
+ */
+static int check_identity(struct node *n, char *err, size_t errlen)
+{
+    char path[PATH_MAX + 16];
+    char want[256];
+    snprintf(want, sizeof want, "chorus-data v1 cluster=%s node=%u", n->config.name, n->id);
+    uint32_t crc = ch_crc32c(0, want, strlen(want));
+    snprintf(path, sizeof path, "%s/IDENTITY", n->data_dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        if (errno != ENOENT) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            return CH_EIO;
+        }
+        char tmp[PATH_MAX + 16];
+        snprintf(tmp, sizeof tmp, "%s/IDENTITY.tmp", n->data_dir);
+        f = fopen(tmp, "w");
+        if (f == NULL || fprintf(f, "%s crc=%08x\n", want, crc) < 0 || fflush(f) != 0 ||
+            fsync(fileno(f)) != 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+            snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+            return CH_EIO;
+        }
+        return 0;
+    }
+    char line[512] = "";
+    char *got = fgets(line, sizeof line, f);
+    fclose(f);
+    char expect[300];
+    snprintf(expect, sizeof expect, "%s crc=%08x\n", want, crc);
+    if (got == NULL || strcmp(line, expect) != 0) {
+        line[strcspn(line, "\n")] = 0;
+        snprintf(err, errlen,
+                 "%s says \"%s\" but this is cluster=%s node=%u: refusing to use "
+                 "another node's data (or the file is corrupt)",
+                 path, line, n->config.name, n->id);
+        return CH_ECONFIG;
+    }
+    return 0;
+}
+
+static int lock_data_dir(struct node *n, char *err, size_t errlen)
+{
+    if (mkdir(n->data_dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create data dir %s: %s", n->data_dir, strerror(errno));
+        return CH_EIO;
+    }
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/LOCK", n->data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return CH_EIO;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen, "%s is locked: another chorusd uses this data dir",
+                 n->data_dir);
+        close(fd);
+        return CH_EIO;
+    }
+    return 0; /* the fd stays open (and locked) until exit */
+}
+
+/* ---- shutdown ---------------------------------------------------------------------- */
+
+static void shard_closed(void *data)
+{
+    struct node *n = data;
+    n->shards_open--;
+}
+
+static void close_shards(struct node *n)
+{
+    for (uint32_t i = 0; i < n->config.n_shards; i++) {
+        if (n->shards[i] != NULL) {
+            shard_close(n->shards[i], shard_closed, n);
+            n->shards[i] = NULL;
+        }
+    }
+}
+
+static void store_closed(void *data)
+{
+    close_shards(data);
+}
+
+static void node_stop(struct node *n, int code)
+{
+    if (n->stopping)
+        return;
+    n->stopping = 1;
+    n->exit_code = code;
+    uv_close((uv_handle_t *)&n->sigterm, NULL);
+    uv_close((uv_handle_t *)&n->sigint, NULL);
+    uv_close((uv_handle_t *)&n->watch, NULL);
+    if (n->store != NULL) {
+        struct store *st = n->store;
+        n->store = NULL;
+        store_close(st, store_closed, n);
+    } else {
+        close_shards(n);
+    }
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct node *n = h->data;
+    CH_INFO(-1, "received %s, shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    node_stop(n, 0);
+}
+
+static void on_watch(uv_timer_t *h)
+{
+    struct node *n = h->data;
+    for (uint32_t i = 0; i < n->config.n_shards; i++)
+        if (n->shards[i] != NULL)
+            shard_watch(n->shards[i]);
+}
+
+/* ---- main ----------------------------------------------------------------------------- */
+
+static uint64_t boot_id(void)
+{
+    uint64_t id = 0;
+    if (getrandom(&id, sizeof id, 0) != sizeof id)
+        id = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    return id ? id : 1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"node", required_argument, NULL, 'n'},
+        {"data", required_argument, NULL, 'd'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *data = NULL;
+    long node_id = 0;
+    int level = CH_LOG_INFO, c;
+    while ((c = getopt_long(argc, argv, "c:n:d:l:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'n':
+            node_id = strtol(optarg, NULL, 10);
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case 'l':
+            level = ch_log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "chorusd: unknown log level '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (config_path == NULL || data == NULL || node_id <= 0 || node_id > UINT32_MAX ||
+        optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    ch_log_setup((unsigned)node_id, (enum ch_log_level)level);
+    signal(SIGPIPE, SIG_IGN);
+
+    static struct node node;
+    struct node *n = &node;
+    n->id = (uint32_t)node_id;
+    char err[512] = "";
+    int rv = cluster_config_load(config_path, &n->config, err, sizeof err);
+    if (rv != 0) {
+        CH_ERROR(-1, "config %s: %s", config_path, err);
+        return 2;
+    }
+    const struct cluster_node *self = cluster_node_by_id(&n->config, n->id);
+    if (self == NULL) {
+        CH_ERROR(-1, "config %s: node %u is not one of its nodes", config_path, n->id);
+        cluster_config_free(&n->config);
+        return 2;
+    }
+    if (realpath(data, n->data_dir) == NULL) {
+        if (mkdir(data, 0755) != 0 || realpath(data, n->data_dir) == NULL) {
+            CH_ERROR(-1, "data dir %s: %s", data, strerror(errno));
+            cluster_config_free(&n->config);
+            return 2;
+        }
+    }
+    if ((rv = lock_data_dir(n, err, sizeof err)) != 0 ||
+        (rv = check_identity(n, err, sizeof err)) != 0) {
+        CH_ERROR(-1, "%s", err);
+        cluster_config_free(&n->config);
+        return 2;
+    }
+
+    uv_loop_init(&n->loop);
+    n->shards = calloc(n->config.n_shards, sizeof *n->shards);
+    if (n->shards == NULL) {
+        CH_ERROR(-1, "out of memory");
+        return 2;
+    }
+    uint64_t boot = boot_id();
+    uint32_t hosted = 0;
+    for (uint32_t s = 0; s < n->config.n_shards && rv == 0; s++) {
+        if (!cluster_node_has_shard(&n->config, n->id, s))
+            continue;
+        struct shard_options so = {
+            .config = &n->config,
+            .node_id = n->id,
+            .shard = s,
+            .data_dir = n->data_dir,
+            .boot_id = boot,
+            .stream_retain_entries = STREAM_RETAIN_ENTRIES,
+        };
+        rv = shard_open(&n->loop, &so, &n->shards[s], err, sizeof err);
+        if (rv == 0) {
+            n->shards_open++;
+            hosted++;
+        }
+    }
+    if (rv != 0) {
+        CH_ERROR(-1, "cannot start: %s (%s)", err, ch_errname(rv));
+        n->exit_code = 2;
+    } else {
+        struct store_options so = {
+            .config = &n->config,
+            .node_id = n->id,
+            .shards = n->shards,
+            .start_time_ms = uv_now(&n->loop),
+            .max_frame = PROTO_DEFAULT_MAX_FRAME,
+            .max_conn_backlog = 256u << 20,
+        };
+        rv = store_listen(&n->loop, &so, &n->store, err, sizeof err);
+        if (rv != 0) {
+            CH_ERROR(-1, "cannot start: %s", err);
+            n->exit_code = 2;
+        }
+    }
+    uv_signal_init(&n->loop, &n->sigterm);
+    uv_signal_init(&n->loop, &n->sigint);
+    uv_timer_init(&n->loop, &n->watch);
+    n->sigterm.data = n->sigint.data = n->watch.data = n;
+    if (rv != 0) {
+        node_stop(n, 2);
+    } else {
+        uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+        uv_signal_start(&n->sigint, on_signal, SIGINT);
+        uv_timer_start(&n->watch, on_watch, WATCH_INTERVAL_MS, WATCH_INTERVAL_MS);
+        CH_INFO(-1, "chorusd %s node %u of cluster %s up: %u of %u shards hosted, data %s",
+                CHORUS_VERSION, n->id, n->config.name, hosted, n->config.n_shards,
+                n->data_dir);
+    }
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&n->loop) != 0)
+        CH_WARN(-1, "event loop closed with handles still open");
+    free(n->shards);
+    cluster_config_free(&n->config);
+    if (n->exit_code == 0)
+        CH_INFO(-1, "stopped");
+    return n->exit_code;
+}

@@ -1,0 +1,94 @@
+/* Cluster configuration: nodes, shard count, replication factor, placement, tuning. */
+#ifndef CHORUS_CLUSTER_CONFIG_H
+#define CHORUS_CLUSTER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../raft-log/clog.h"
+
+#define CLUSTER_MAX_NODES 64
+#define CLUSTER_MAX_SHARDS 1024
+#define CLUSTER_MAX_REPLICATION 7
+#define CLUSTER_HOST_MAX 64
+
+/* An IPv4 dotted address and a port (raft_uv_tcp takes IPv4 only). */
+struct cluster_addr {
+    char host[CLUSTER_HOST_MAX];
+    uint16_t port;
+};
+
+/*
+ * One node.  Shard s's Raft group listens on raft.host:(raft.port + s), so a node
+ * uses the ports [raft.port, raft.port + shards).  `client` serves the store RPC,
+ * `gateway` the WebSocket/HTTP API (used once the gateway role exists).
+ */
+struct cluster_node {
+    uint32_t id; /* > 0, unique; also the Raft server id in every group */
+    struct cluster_addr raft;
+    struct cluster_addr client;
+    struct cluster_addr gateway;
+};
+
+struct cluster_raft_tuning {
+    uint32_t election_timeout_ms;  /* default 1000 */
+    uint32_t heartbeat_timeout_ms; /* default 100 */
+    uint32_t snapshot_threshold;   /* entries between snapshots, default 4096 */
+    uint32_t snapshot_trailing;    /* entries kept after a snapshot, default 2048 */
+    uint32_t max_inflight_entries; /* default 1024 */
+    uint32_t segment_size;         /* raft_uv open segment bytes, default 1 MiB */
+    int pre_vote;                  /* default 1 */
+};
+
+struct cluster_config {
+    char name[64];
+    uint32_t n_shards;    /* S */
+    uint32_t replication; /* R */
+    uint32_t n_nodes;
+    struct cluster_node nodes[CLUSTER_MAX_NODES];
+    /* replicas[s * replication + i]: node id of shard s's i-th replica. */
+    uint32_t *replicas;
+    struct cluster_raft_tuning raft;
+    struct clog_limits limits;
+};
+
+/*
+ * Parses a JSON config (jansson).  Format:
+ *   { "name": "local-3", "shards": 16, "replication": 3,
+ *     "nodes": [ { "id": 1, "raft": "127.0.0.1:7100", "client": "127.0.0.1:7200",
+ *                  "gateway": "127.0.0.1:7300" }, ... ],
+ *     "placement": "round-robin" | { "0": [1, 2, 3], ... },   (optional)
+ *     "raft": { "election_timeout_ms": 1000, ... },              (optional)
+ *     "limits": { "max_body": 65536, "max_members": 100000 } }  (optional)
+ * Validates everything (unique ids and addresses, port ranges that fit S shards,
+ * R <= nodes, placements of R distinct known nodes, heartbeat < election).  On
+ * error returns CH_ECONFIG (or CH_ENOMEM) and writes a message naming the field
+ * into err; cfg then needs no free.  On success free with cluster_config_free.
+ */
+int cluster_config_parse(const char *json, size_t len, struct cluster_config *cfg,
+                         char *err, size_t errlen);
+
+/* Reads and parses a file; CH_EIO with a message if it cannot be read. */
+int cluster_config_load(const char *path, struct cluster_config *cfg, char *err,
+                        size_t errlen);
+
+void cluster_config_free(struct cluster_config *cfg);
+
+/* The node with this id, or NULL. */
+const struct cluster_node *cluster_node_by_id(const struct cluster_config *cfg, uint32_t id);
+
+/* Does node `id` hold a replica of shard s? */
+int cluster_node_has_shard(const struct cluster_config *cfg, uint32_t id, uint32_t shard);
+
+/* Shard of a conversation id / of a user id: stable hashes, uniform over S. */
+uint32_t cluster_shard_of_conv(uint64_t conv, uint32_t n_shards);
+uint32_t cluster_shard_of_user(const void *user, size_t len, uint32_t n_shards);
+
+/* The Raft address of node's replica of shard s, "host:port", into buf. */
+void cluster_raft_address(const struct cluster_node *node, uint32_t shard, char *buf,
+                          size_t len);
+
+/* Parses "a.b.c.d:port" strictly; 0 or CH_ECONFIG. */
+int cluster_addr_parse(const char *s, struct cluster_addr *a);
+
+#endif

@@ -1,0 +1,223 @@
+/* The store RPC: length-framed binary messages between gateways/tools and store nodes. */
+#ifndef CHORUS_PROTO_H
+#define CHORUS_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/codec.h"
+
+/*
+ * Every frame:  u32 length (of what follows) | u8 type | u8 flags | u16 0 |
+ *               u64 request id | body (length - 12 bytes)
+ * Replies echo the request id.  A connection carries any number of concurrent
+ * requests; replies may come out of order.  Subscriptions answer with
+ * PROTO_SUBSCRIBED and then stream PROTO_STREAM frames with the same request id
+ * until the connection closes.
+ */
+#define PROTO_HEADER_SIZE 16
+#define PROTO_DEFAULT_MAX_FRAME (16u << 20)
+
+/*
+ * Message schemas, declared once.  Each message has fixed fields (X-macro list)
+ * and optionally a trailing repeated section that is read with an iterator.
+ * Field types: u8, u16, u32, u64, str (u16 length + bytes), bytes (u32 length +
+ * bytes).  X(type, name).
+ */
+#define PROTO_MESSAGES(M)                                                          \
+    M(ERROR, 100, PROTO_ERROR_FIELDS)                                              \
+    M(PING, 1, PROTO_PING_FIELDS)                                                  \
+    M(PONG, 101, PROTO_PING_FIELDS)                                                \
+    M(SUBMIT, 2, PROTO_SUBMIT_FIELDS)                                              \
+    M(SUBMIT_REPLY, 102, PROTO_SUBMIT_REPLY_FIELDS)                                \
+    M(HISTORY, 3, PROTO_HISTORY_FIELDS)                                            \
+    M(HISTORY_REPLY, 103, PROTO_HISTORY_REPLY_FIELDS)                              \
+    M(CONV_GET, 4, PROTO_CONV_GET_FIELDS)                                          \
+    M(CONV_GET_REPLY, 104, PROTO_CONV_GET_REPLY_FIELDS)                            \
+    M(SUBSCRIBE, 5, PROTO_SUBSCRIBE_FIELDS)                                        \
+    M(SUBSCRIBED, 105, PROTO_SUBSCRIBED_FIELDS)                                    \
+    M(STREAM, 106, PROTO_STREAM_FIELDS)                                            \
+    M(STATUS, 6, PROTO_STATUS_FIELDS)                                              \
+    M(STATUS_REPLY, 107, PROTO_STATUS_REPLY_FIELDS)
+
+/* err: CH_E* code; leader_hint: node id of the shard's leader if known, else 0;
+ * extra: code-specific (CH_ETOOOLD: oldest retained index); message: for humans. */
+#define PROTO_ERROR_FIELDS(X) X(u16, err) X(u32, leader_hint) X(u64, extra) X(str, message)
+
+#define PROTO_PING_FIELDS(X) X(u64, nonce)
+
+/* Commands as a clog batch: n_cmds × (u32 length + clog_cmd encoding); one
+ * result per command comes back in the same order. */
+#define PROTO_SUBMIT_FIELDS(X) X(u32, n_cmds) X(bytes, cmds)
+
+/* Repeated: n_results × proto_result. */
+#define PROTO_SUBMIT_REPLY_FIELDS(X) X(u32, n_results)
+
+#define PROTO_FLAG_STALE_OK 1 /* history/conv_get: read this replica's state, no barrier */
+
+/* Semantics of after/before/limit as clog_history. */
+#define PROTO_HISTORY_FIELDS(X)                                                    \
+    X(u64, conv) X(u64, after) X(u64, before) X(u32, limit) X(u8, flags)
+
+/* Repeated: n_events event records (clog_event.h). */
+#define PROTO_HISTORY_REPLY_FIELDS(X)                                              \
+    X(u64, conv) X(u64, last_seq) X(u8, has_more) X(u32, n_events)
+
+#define PROTO_CONV_GET_FIELDS(X) X(u64, conv) X(u8, flags)
+
+/* Repeated: n_members × proto_member, in join order. */
+#define PROTO_CONV_GET_REPLY_FIELDS(X)                                             \
+    X(u64, conv) X(u8, kind) X(str, name) X(str, created_by) X(u64, created_ts)       \
+    X(u64, last_seq) X(u32, n_members)
+
+/* from_index: first Raft index wanted (0: from the next committed entry). */
+#define PROTO_SUBSCRIBE_FIELDS(X) X(u32, shard) X(u64, from_index)
+
+/* next_index: index of the first entry the stream will carry. */
+#define PROTO_SUBSCRIBED_FIELDS(X) X(u32, shard) X(u64, next_index)
+
+/* One applied entry of the shard: its Raft index and the events it produced
+ * (possibly none).  Repeated: n_events event records. */
+#define PROTO_STREAM_FIELDS(X) X(u32, shard) X(u64, index) X(u32, n_events)
+
+#define PROTO_STATUS_FLAG_DIGEST 1 /* include each shard's state digest (costly) */
+#define PROTO_STATUS_FIELDS(X) X(u8, flags)
+
+/* Repeated: n_shards × proto_shard_status. */
+#define PROTO_STATUS_REPLY_FIELDS(X)                                               \
+    X(u32, node_id) X(u64, uptime_ms) X(str, version) X(u32, n_shards)
+
+/* Repeated element types. */
+#define PROTO_RESULT_FIELDS(X)                                                     \
+    X(u16, err) X(u8, dup) X(u32, leader_hint) X(u64, conv) X(u64, seq) X(u64, ts)
+
+#define PROTO_MEMBER_FIELDS(X) X(str, user) X(u8, role) X(u64, delivered) X(u64, read)
+
+/* role: PROTO_ROLE_*; match_index per replica is known on the leader only (0). */
+#define PROTO_SHARD_STATUS_FIELDS(X)                                               \
+    X(u32, shard) X(u8, role) X(u64, term) X(u64, commit_index) X(u64, applied_index) \
+    X(u64, last_index) X(u32, leader_id) X(u64, digest) X(u64, snapshot_index)         \
+    X(u64, conversations) X(u64, events) X(u32, n_replicas)
+
+#define PROTO_REPLICA_FIELDS(X) X(u32, node_id) X(u64, match_index)
+
+enum proto_role {
+    PROTO_ROLE_UNAVAILABLE = 0,
+    PROTO_ROLE_FOLLOWER = 1,
+    PROTO_ROLE_CANDIDATE = 2,
+    PROTO_ROLE_LEADER = 3,
+};
+
+/* ---- generated declarations ---- */
+
+#define PROTO__CTYPE_u8 uint8_t
+#define PROTO__CTYPE_u16 uint16_t
+#define PROTO__CTYPE_u32 uint32_t
+#define PROTO__CTYPE_u64 uint64_t
+#define PROTO__CTYPE_str struct ch_slice
+#define PROTO__CTYPE_bytes struct ch_slice
+#define PROTO__FIELD(type, name) PROTO__CTYPE_##type name;
+
+enum proto_type {
+#define PROTO__TYPE_ENUM(NAME, code, FIELDS) PROTO_##NAME = code,
+    PROTO_MESSAGES(PROTO__TYPE_ENUM)
+#undef PROTO__TYPE_ENUM
+};
+
+/*
+ * For each message NAME: struct proto_<name> with its fixed fields,
+ *   void proto_encode_<name>(struct ch_wbuf *b, uint64_t req_id, const struct proto_<name> *m);
+ *     writes the whole frame header + fixed fields; repeated elements are appended
+ *     after it with proto_put_<element> and the length is fixed by proto_frame_end.
+ *   int proto_decode_<name>(struct ch_rbuf *body, struct proto_<name> *m);
+ *     reads the fixed fields from a frame body, leaving `body` at the repeated
+ *     section; 0 or CH_EMALFORMED.
+ * Struct names are the lower-case message names (proto_submit_reply, ...).
+ */
+struct proto_error { PROTO_ERROR_FIELDS(PROTO__FIELD) };
+struct proto_ping { PROTO_PING_FIELDS(PROTO__FIELD) };
+struct proto_submit { PROTO_SUBMIT_FIELDS(PROTO__FIELD) };
+struct proto_submit_reply { PROTO_SUBMIT_REPLY_FIELDS(PROTO__FIELD) };
+struct proto_history { PROTO_HISTORY_FIELDS(PROTO__FIELD) };
+struct proto_history_reply { PROTO_HISTORY_REPLY_FIELDS(PROTO__FIELD) };
+struct proto_conv_get { PROTO_CONV_GET_FIELDS(PROTO__FIELD) };
+struct proto_conv_get_reply { PROTO_CONV_GET_REPLY_FIELDS(PROTO__FIELD) };
+struct proto_subscribe { PROTO_SUBSCRIBE_FIELDS(PROTO__FIELD) };
+struct proto_subscribed { PROTO_SUBSCRIBED_FIELDS(PROTO__FIELD) };
+struct proto_stream { PROTO_STREAM_FIELDS(PROTO__FIELD) };
+struct proto_status { PROTO_STATUS_FIELDS(PROTO__FIELD) };
+struct proto_status_reply { PROTO_STATUS_REPLY_FIELDS(PROTO__FIELD) };
+struct proto_result { PROTO_RESULT_FIELDS(PROTO__FIELD) };
+struct proto_member { PROTO_MEMBER_FIELDS(PROTO__FIELD) };
+struct proto_shard_status { PROTO_SHARD_STATUS_FIELDS(PROTO__FIELD) };
+struct proto_replica { PROTO_REPLICA_FIELDS(PROTO__FIELD) };
+/* PONG shares PING's layout. */
+#define proto_pong proto_ping
+
+#define PROTO__DECLARE(NAME, lname)                                                \
+    void proto_encode_##lname(struct ch_wbuf *b, uint64_t req_id,                  \
+                              const struct proto_##lname *m);                      \
+    int proto_decode_##lname(struct ch_rbuf *body, struct proto_##lname *m);
+PROTO__DECLARE(ERROR, error)
+PROTO__DECLARE(PING, ping)
+PROTO__DECLARE(PONG, pong)
+PROTO__DECLARE(SUBMIT, submit)
+PROTO__DECLARE(SUBMIT_REPLY, submit_reply)
+PROTO__DECLARE(HISTORY, history)
+PROTO__DECLARE(HISTORY_REPLY, history_reply)
+PROTO__DECLARE(CONV_GET, conv_get)
+PROTO__DECLARE(CONV_GET_REPLY, conv_get_reply)
+PROTO__DECLARE(SUBSCRIBE, subscribe)
+PROTO__DECLARE(SUBSCRIBED, subscribed)
+PROTO__DECLARE(STREAM, stream)
+PROTO__DECLARE(STATUS, status)
+PROTO__DECLARE(STATUS_REPLY, status_reply)
+#undef PROTO__DECLARE
+
+/* Repeated elements: append to an open frame / read from a body. */
+void proto_put_result(struct ch_wbuf *b, const struct proto_result *m);
+int proto_get_result(struct ch_rbuf *r, struct proto_result *m);
+void proto_put_member(struct ch_wbuf *b, const struct proto_member *m);
+int proto_get_member(struct ch_rbuf *r, struct proto_member *m);
+void proto_put_shard_status(struct ch_wbuf *b, const struct proto_shard_status *m);
+int proto_get_shard_status(struct ch_rbuf *r, struct proto_shard_status *m);
+void proto_put_replica(struct ch_wbuf *b, const struct proto_replica *m);
+int proto_get_replica(struct ch_rbuf *r, struct proto_replica *m);
+
+/*
+ * Frames.  proto_encode_* starts a frame at the buffer's current end and records
+ * its start; after appending repeated elements (or raw records with ch_put_raw)
+ * call proto_frame_end(b, start) with the offset the buffer had before the
+ * encode call, which patches the length.  Frames with no repeated section are
+ * complete after proto_encode_* (it calls proto_frame_end itself; calling it
+ * again is harmless).
+ */
+void proto_frame_end(struct ch_wbuf *b, size_t start);
+
+/* A parsed frame; body borrows from the input buffer. */
+struct proto_frame {
+    uint8_t type;
+    uint8_t flags;
+    uint64_t req_id;
+    struct ch_slice body;
+};
+
+/*
+ * Parses one frame at the start of buf (resumable, h2o-style).  Returns the
+ * number of bytes consumed (> 0), 0 when more input is needed, or a negative
+ * error: -CH_ETOOLARGE when the declared length exceeds max_frame,
+ * -CH_EMALFORMED when the header is invalid (length < 12, reserved bits set).
+ * Unknown types are not an error here: the dispatcher answers them with
+ * CH_EUNKNOWN_OP.
+ */
+long proto_frame_parse(const uint8_t *buf, size_t len, size_t max_frame,
+                       struct proto_frame *f);
+
+/* Name of a message type ("submit", ...) or "?"; for logs and tools. */
+const char *proto_type_name(int type);
+
+/* Convenience: a complete PROTO_ERROR frame. */
+void proto_put_error(struct ch_wbuf *b, uint64_t req_id, int err, uint32_t leader_hint,
+                     uint64_t extra, const char *message);
+
+#endif

@@ -1,0 +1,35 @@
+/* The store RPC server: accepts gateway/tool connections and serves proto.h over libuv TCP. */
+#ifndef CHORUS_STORE_UV_H
+#define CHORUS_STORE_UV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "../cluster/config.h"
+#include "shard_uv.h"
+
+struct store;
+
+struct store_options {
+    const struct cluster_config *config;
+    uint32_t node_id;
+    struct shard **shards;    /* indexed by shard id; NULL where this node has no replica */
+    uint64_t start_time_ms;   /* process start (for uptime) */
+    size_t max_frame;         /* largest accepted request frame */
+    size_t max_conn_backlog;  /* unsent reply bytes before a connection is dropped */
+};
+
+/*
+ * Listens on the node's client address.  Returns 0 or CH_EIO with a message (for
+ * example "127.0.0.1:7201: address already in use").
+ */
+int store_listen(uv_loop_t *loop, const struct store_options *opt, struct store **out,
+                 char *err, size_t errlen);
+
+/* Stops accepting, closes every connection; cb runs once all handles closed and
+ * the store is freed.  Call before closing the shards. */
+void store_close(struct store *st, void (*cb)(void *data), void *data);
+
+#endif
