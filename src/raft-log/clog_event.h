@@ -53,7 +53,7 @@ struct clog_event {
  *   u64 conv | u64 seq | u64 ts | u64 ref_seq
  *   str16 actor | str16 target | str16 client_msg_id | bytes32 body | bytes32 members
  */
-#define CLOG_EVENT_MIN_SIZE 48
+#define CLOG_EVENT_MIN_SIZE 54
 
 /* Appends ev's record to b. */
 void clog_event_encode(struct ch_wbuf *b, const struct clog_event *ev);
