@@ -213,7 +213,7 @@ struct proto_frame {
 long proto_frame_parse(const uint8_t *buf, size_t len, size_t max_frame,
                        struct proto_frame *f);
 
-/* Name of a message type ("submit", ...) or "?"; for logs and tools. */
+/* Name of a message type ("SUBMIT", ...) or "?"; for logs and tools. */
 const char *proto_type_name(int type);
 
 /* Convenience: a complete PROTO_ERROR frame. */

@@ -135,40 +135,42 @@ static void put_header(uint8_t *p, const struct clog_entry_header *h, int flags,
     ch_wbuf_free(&w);
 }
 
+/* raft_uv requires entry lengths that are multiples of 8: zero padding. */
+static size_t padded(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
 int clog_entry_encode(const struct clog_entry_header *h, const void *cmds, size_t cmds_len,
                       size_t compress_min, void *(*alloc)(size_t), uint8_t **out,
                       size_t *out_len)
 {
     if (cmds_len > CLOG_MAX_ENTRY)
         return CH_ETOOLARGE;
-    if (compress_min > 0 && cmds_len >= compress_min) {
-        int bound = LZ4_compressBound((int)cmds_len);
-        uint8_t *buf = alloc(CLOG_ENTRY_HEADER_SIZE + (size_t)bound);
-        if (buf == NULL)
-            return CH_ENOMEM;
-        int n = LZ4_compress_default(cmds, (char *)buf + CLOG_ENTRY_HEADER_SIZE,
-                                     (int)cmds_len, bound);
-        if (n > 0 && (size_t)n < cmds_len) {
-            put_header(buf, h, CLOG_ENTRY_FLAG_LZ4, (uint32_t)cmds_len, (uint32_t)n);
-            *out = buf;
-            *out_len = CLOG_ENTRY_HEADER_SIZE + (size_t)n;
-            return 0;
-        }
-        /* Did not pay: store raw in the same buffer (bound >= cmds_len). */
-        memcpy(buf + CLOG_ENTRY_HEADER_SIZE, cmds, cmds_len);
-        put_header(buf, h, 0, (uint32_t)cmds_len, (uint32_t)cmds_len);
-        *out = buf;
-        *out_len = CLOG_ENTRY_HEADER_SIZE + cmds_len;
-        return 0;
-    }
-    uint8_t *buf = alloc(CLOG_ENTRY_HEADER_SIZE + cmds_len);
+    size_t room = cmds_len;
+    int try_lz4 = compress_min > 0 && cmds_len >= compress_min;
+    if (try_lz4 && (size_t)LZ4_compressBound((int)cmds_len) > room)
+        room = (size_t)LZ4_compressBound((int)cmds_len);
+    uint8_t *buf = alloc(padded(CLOG_ENTRY_HEADER_SIZE + room));
     if (buf == NULL)
         return CH_ENOMEM;
-    put_header(buf, h, 0, (uint32_t)cmds_len, (uint32_t)cmds_len);
-    if (cmds_len)
-        memcpy(buf + CLOG_ENTRY_HEADER_SIZE, cmds, cmds_len);
+    uint8_t *payload = buf + CLOG_ENTRY_HEADER_SIZE;
+    size_t stored = cmds_len;
+    int flags = 0;
+    if (try_lz4) {
+        int n = LZ4_compress_default(cmds, (char *)payload, (int)cmds_len, (int)room);
+        if (n > 0 && (size_t)n < cmds_len) {
+            stored = (size_t)n;
+            flags = CLOG_ENTRY_FLAG_LZ4;
+        }
+    }
+    if (!flags && cmds_len)
+        memcpy(payload, cmds, cmds_len); /* did not pay (or not tried): store raw */
+    put_header(buf, h, flags, (uint32_t)cmds_len, (uint32_t)stored);
+    size_t len = CLOG_ENTRY_HEADER_SIZE + stored;
+    memset(buf + len, 0, padded(len) - len);
     *out = buf;
-    *out_len = CLOG_ENTRY_HEADER_SIZE + cmds_len;
+    *out_len = padded(len);
     return 0;
 }
 
@@ -191,8 +193,13 @@ static int read_header(const void *buf, size_t len, struct clog_entry_header *h,
         return CH_EMALFORMED;
     if (version != CLOG_ENTRY_VERSION)
         return CH_EVERSION;
-    if (reserved != 0 || (*flags & ~CLOG_ENTRY_FLAG_LZ4) != 0 || r.left != *stored_len)
+    /* the stored payload is followed by 0..7 zero bytes of padding */
+    if (reserved != 0 || (*flags & ~CLOG_ENTRY_FLAG_LZ4) != 0 || r.left < *stored_len ||
+        r.left - *stored_len > 7)
         return CH_EMALFORMED;
+    for (size_t i = *stored_len; i < r.left; i++)
+        if (r.p[i] != 0)
+            return CH_EMALFORMED;
     if (*raw_len > CLOG_MAX_ENTRY)
         return CH_ETOOLARGE;
     if (!(*flags & CLOG_ENTRY_FLAG_LZ4) && *raw_len != *stored_len)

@@ -92,7 +92,8 @@ int clog_members_next(struct clog_members_iter *it, struct ch_slice *user, uint8
  *   u32 origin node | u64 batch id | u64 ts_ms (leader wall clock)
  *   u32 n_cmds | u32 raw_len | u32 stored_len | payload (stored_len bytes)
  *
- * The raw payload is n_cmds × (u32 length, command encoding).  Raft itself
+ * The raw payload is n_cmds × (u32 length, command encoding); the entry is
+ * zero-padded to a multiple of 8 bytes (raft_uv requires it).  Raft itself
  * checksums entries on disk, so the entry carries no checksum of its own.
  */
 #define CLOG_ENTRY_MAGIC 0x31454843u /* "CHE1" little-endian */

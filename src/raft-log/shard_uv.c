@@ -479,8 +479,14 @@ static void flush_writes(struct shard *s)
             s->inflight_tail = b;
             return;
         }
-        raft_free(entry);
+        /* raft 0.22.1 still owns nothing when it refuses up front (not leader, no
+         * capacity), but frees the buffer itself when a later stage fails. */
+        if (rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE)
+            raft_free(entry);
         err = raft_to_ch(rv);
+        if (rv != RAFT_NOTLEADER)
+            CH_WARN((int)s->id, "raft_apply failed: %s (%s)", raft_strerror(rv),
+                    raft_errmsg(&s->raft));
     }
     free(b);
     answer_waiters(waiters, n, err, err == CH_ENOTLEADER ? shard_leader_hint(s) : 0);
@@ -790,6 +796,12 @@ int shard_open(uv_loop_t *loop, const struct shard_options *opt, struct shard **
     raft_set_snapshot_threshold(&s->raft, cfg->raft.snapshot_threshold);
     raft_set_snapshot_trailing(&s->raft, cfg->raft.snapshot_trailing);
     raft_set_max_inflight_entries(&s->raft, cfg->raft.max_inflight_entries);
+    /* raft refuses entries (RAFT_NOSPACE) when a majority reports less free,
+     * pre-allocated log capacity than this many KiB; its default of 4 MiB can never
+     * be met with segments smaller than that, so ask for one segment's worth. */
+    raft_set_capacity_threshold(&s->raft, (unsigned short)(cfg->raft.segment_size / 1024 > 65535
+                                                               ? 65535
+                                                               : cfg->raft.segment_size / 1024));
     raft_seed(&s->raft, (unsigned)(opt->boot_id * 2654435761u + opt->shard * 40503u +
                                    opt->node_id));
 
