@@ -39,6 +39,7 @@ struct cc_reply {
 };
 
 uint64_t cc_now_ms(void);
+uint64_t cc_now_us(void);
 int cc_init(struct cc *c, const struct cluster_config *cfg);
 void cc_close(struct cc *c);
 /* Index of node id in cfg->nodes, or -1. */

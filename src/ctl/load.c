@@ -27,7 +27,7 @@ enum { MSG_PENDING, MSG_INFLIGHT, MSG_ACKED, MSG_FAILED };
 struct msg {
     uint8_t state;
     uint32_t attempts;
-    uint64_t first_send_ms;
+    uint64_t first_send_us;
     uint64_t ready_at;
     uint64_t seq;
     uint64_t req_id; /* of the attempt in flight */
@@ -123,8 +123,8 @@ static int send_one(struct load *l, uint64_t m)
     msg->attempts++;
     if (msg->attempts > 1)
         l->retries++;
-    if (msg->first_send_ms == 0)
-        msg->first_send_ms = cc_now_ms();
+    if (msg->first_send_us == 0)
+        msg->first_send_us = cc_now_us();
     if (cc_send(&l->c, node, &l->frame) != 0) {
         l->c.leader[shard] = 0;
         enqueue(l, m, LOAD_RETRY_DELAY_MS);
@@ -167,7 +167,7 @@ static void on_reply(struct load *l, const struct cc_reply *r)
         msg->state = MSG_ACKED;
         msg->seq = res.seq;
         l->dups += res.dup;
-        l->latency_us[l->acked++] = (cc_now_ms() - msg->first_send_ms) * 1000;
+        l->latency_us[l->acked++] = cc_now_us() - msg->first_send_us;
         l->c.leader[shard] = r->node;
         if (l->out) {
             char actor[32], cmid[64];
@@ -184,8 +184,10 @@ static void on_reply(struct load *l, const struct cc_reply *r)
     case CH_EUNAVAILABLE:
     case CH_ESHUTDOWN:
     case CH_ENOSHARD:
+        /* a fresh hint is followed at once; no hint (or "ask me") waits a little */
         l->c.leader[shard] = res.leader_hint;
-        enqueue(l, m, res.leader_hint ? 0 : LOAD_RETRY_DELAY_MS);
+        enqueue(l, m,
+                res.leader_hint && res.leader_hint != r->node ? 0 : LOAD_RETRY_DELAY_MS);
         return;
     default:
         fprintf(stderr, "message %" PRIu64 ": %s (%s)\n", m, ch_errcode(res.err),
