@@ -52,11 +52,12 @@ test-fast: build
 
 # libFuzzer: every decoder for FUZZ_SECONDS each (clang).
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = fuzz_entry fuzz_event fuzz_snapshot fuzz_proto fuzz_config
 fuzz: deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCHORUS_FUZZ=ON \
 	    -DCHORUS_SANITIZE=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) -- --no-print-directory
-	@for t in fuzz_entry fuzz_event fuzz_snapshot fuzz_proto fuzz_config; do \
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(FUZZ_TARGETS) -- --no-print-directory
+	@for t in $(FUZZ_TARGETS); do \
 	    echo "== $$t =="; mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
 	    $(FUZZ_BUILD)/tests/$$t -max_total_time=$(FUZZ_SECONDS) \
 	        $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t || exit 1; done

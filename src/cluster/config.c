@@ -11,10 +11,14 @@
 #include "../common/error.h"
 #include "../common/hash.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Largest config file cluster_config_load reads: real ones are a few KiB. */
+#define CONFIG_MAX_FILE (1u << 20)
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Formats a message for the operator and returns code (usually CH_ECONFIG). */
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
     if (err != NULL && errlen > 0) {
         va_list ap;
@@ -22,272 +26,412 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
     }
-    return CH_ECONFIG;
+    return code;
+}
+
+/* ---- addresses -------------------------------------------------------------------- */
+
+/*
+ * A decimal number of 1..max_digits digits without a leading zero (so "010" is not
+ * read as octal by one tool and decimal by another).  Advances *s past it.
+ */
+static int parse_decimal(const char **s, int max_digits, unsigned long *out)
+{
+    const char *p = *s;
+    unsigned long v = 0;
+    int n = 0;
+    while (*p >= '0' && *p <= '9') {
+        if (++n > max_digits || (n == 2 && v == 0))
+            return -1;
+        v = v * 10 + (unsigned long)(*p - '0');
+        p++;
+    }
+    if (n == 0)
+        return -1;
+    *s = p;
+    *out = v;
+    return 0;
 }
 
 int cluster_addr_parse(const char *s, struct cluster_addr *a)
 {
-    unsigned oct[4];
-    unsigned port;
-    int used = 0;
-    if (s == NULL || sscanf(s, "%3u.%3u.%3u.%3u:%5u%n", &oct[0], &oct[1], &oct[2], &oct[3],
-                            &port, &used) != 5 ||
-        (size_t)used != strlen(s))
+    if (s == NULL)
         return CH_ECONFIG;
-    for (int i = 0; i < 4; i++)
-        if (oct[i] > 255)
+    unsigned long octet[4], port;
+    const char *p = s;
+    for (int i = 0; i < 4; i++) {
+        if (parse_decimal(&p, 3, &octet[i]) != 0 || octet[i] > 255)
             return CH_ECONFIG;
-    /* reject signs, spaces and leading zeros that sscanf would accept */
-    for (const char *p = s; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || *p == '.' || *p == ':'))
+        if (*p++ != (i < 3 ? '.' : ':'))
             return CH_ECONFIG;
-    if (port == 0 || port > 65535)
+    }
+    if (parse_decimal(&p, 5, &port) != 0 || port == 0 || port > 65535 || *p != '\0')
         return CH_ECONFIG;
-    snprintf(a->host, sizeof a->host, "%u.%u.%u.%u", oct[0], oct[1], oct[2], oct[3]);
+    snprintf(a->host, sizeof a->host, "%lu.%lu.%lu.%lu", octet[0], octet[1], octet[2],
+             octet[3]);
     a->port = (uint16_t)port;
     return 0;
 }
 
-/* Reads an optional unsigned integer field within [lo, hi]. */
-static int get_uint(json_t *obj, const char *key, const char *where, uint32_t lo,
-                    uint32_t hi, uint32_t *out, char *err, size_t errlen)
-{
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL)
-        return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return fail(err, errlen, "%s%s: expected an integer in [%u, %u]", where, key, lo, hi);
-    *out = (uint32_t)json_integer_value(v);
-    return 0;
-}
+/* ---- JSON helpers ----------------------------------------------------------------- */
 
-static int check_keys(json_t *obj, const char *const *allowed, const char *where, char *err,
-                      size_t errlen)
+/* Rejects keys outside `allowed`: a misspelt option must not be silently ignored. */
+static int check_keys(json_t *obj, const char *const *allowed, const char *where,
+                      char *err, size_t errlen)
 {
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v)
     {
-        int ok = 0;
-        for (const char *const *a = allowed; *a; a++)
-            if (strcmp(key, *a) == 0)
-                ok = 1;
-        if (!ok)
-            return fail(err, errlen, "%s: unknown field \"%s\"", where, key);
+        const char *const *a = allowed;
+        while (*a != NULL && strcmp(key, *a) != 0)
+            a++;
+        if (*a == NULL)
+            return where[0] != '\0' ? fail(err, errlen, CH_ECONFIG,
+                                           "%s: unknown field \"%s\"", where, key)
+                                    : fail(err, errlen, CH_ECONFIG,
+                                           "unknown field \"%s\" at the top level", key);
     }
     (void)v;
     return 0;
 }
 
-static int get_addr(json_t *node, const char *key, int index, struct cluster_addr *a,
-                    char *err, size_t errlen)
+/* An unsigned integer within [lo, hi]; where/key name the field in messages. */
+static int get_uint(json_t *v, const char *where, const char *key, uint32_t lo,
+                    uint32_t hi, uint32_t *out, char *err, size_t errlen)
 {
-    json_t *v = json_object_get(node, key);
-    if (!json_is_string(v) || cluster_addr_parse(json_string_value(v), a) != 0)
-        return fail(err, errlen, "nodes[%d].%s: expected \"a.b.c.d:port\"", index, key);
+    if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)lo ||
+        json_integer_value(v) > (json_int_t)hi)
+        return fail(err, errlen, CH_ECONFIG, "%s%s: expected an integer in [%u, %u]",
+                    where, key, lo, hi);
+    *out = (uint32_t)json_integer_value(v);
     return 0;
 }
 
-static int addr_overlap(const struct cluster_addr *a, uint32_t a_n, const struct cluster_addr *b,
-                        uint32_t b_n)
+/* As get_uint, but the field may be absent (keeping *out, the default). */
+static int get_opt_uint(json_t *obj, const char *where, const char *key, uint32_t lo,
+                        uint32_t hi, uint32_t *out, char *err, size_t errlen)
 {
-    if (strcmp(a->host, b->host) != 0)
-        return 0;
-    uint32_t a_end = (uint32_t)a->port + a_n, b_end = (uint32_t)b->port + b_n;
-    return a->port < b_end && b->port < a_end;
+    json_t *v = json_object_get(obj, key);
+    return v == NULL ? 0 : get_uint(v, where, key, lo, hi, out, err, errlen);
+}
+
+/* ---- nodes ------------------------------------------------------------------------ */
+
+static int parse_node(json_t *n, size_t index, struct cluster_config *cfg, char *err,
+                      size_t errlen)
+{
+    static const char *const keys[] = {"id", "raft", "client", "gateway", NULL};
+    static const char *const roles[] = {"raft", "client", "gateway"};
+    char where[32];
+    snprintf(where, sizeof where, "nodes[%zu]", index);
+    if (!json_is_object(n))
+        return fail(err, errlen, CH_ECONFIG, "%s: expected an object", where);
+    int rv = check_keys(n, keys, where, err, errlen);
+    if (rv != 0)
+        return rv;
+
+    struct cluster_node *node = &cfg->nodes[index];
+    json_t *id = json_object_get(n, "id");
+    if (id == NULL)
+        return fail(err, errlen, CH_ECONFIG, "%s.id: required", where);
+    if ((rv = get_uint(id, where, ".id", 1, UINT32_MAX, &node->id, err, errlen)) != 0)
+        return rv;
+    for (size_t k = 0; k < index; k++)
+        if (cfg->nodes[k].id == node->id)
+            return fail(err, errlen, CH_ECONFIG, "%s.id: %u is also the id of nodes[%zu]",
+                        where, node->id, k);
+
+    struct cluster_addr *addrs[3] = {&node->raft, &node->client, &node->gateway};
+    for (int i = 0; i < 3; i++) {
+        json_t *v = json_object_get(n, roles[i]);
+        if (!json_is_string(v) || cluster_addr_parse(json_string_value(v), addrs[i]) != 0)
+            return fail(err, errlen, CH_ECONFIG, "%s.%s: expected \"a.b.c.d:port\"",
+                        where, roles[i]);
+    }
+    return 0;
 }
 
 static int parse_nodes(json_t *arr, struct cluster_config *cfg, char *err, size_t errlen)
 {
-    static const char *const node_keys[] = {"id", "raft", "client", "gateway", NULL};
+    if (arr == NULL)
+        return fail(err, errlen, CH_ECONFIG, "nodes: required");
     if (!json_is_array(arr) || json_array_size(arr) == 0 ||
         json_array_size(arr) > CLUSTER_MAX_NODES)
-        return fail(err, errlen, "nodes: expected an array of 1..%d nodes", CLUSTER_MAX_NODES);
-    size_t i;
-    json_t *n;
-    json_array_foreach(arr, i, n)
-    {
-        char where[32];
-        snprintf(where, sizeof where, "nodes[%zu]", i);
-        if (!json_is_object(n))
-            return fail(err, errlen, "%s: expected an object", where);
-        int rv = check_keys(n, node_keys, where, err, errlen);
-        if (rv)
+        return fail(err, errlen, CH_ECONFIG, "nodes: expected an array of 1..%d nodes",
+                    CLUSTER_MAX_NODES);
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        int rv = parse_node(json_array_get(arr, i), i, cfg, err, errlen);
+        if (rv != 0)
             return rv;
-        struct cluster_node *node = &cfg->nodes[i];
-        json_t *id = json_object_get(n, "id");
-        if (!json_is_integer(id) || json_integer_value(id) < 1 ||
-            json_integer_value(id) > 1000000)
-            return fail(err, errlen, "%s.id: expected an integer in [1, 1000000]", where);
-        node->id = (uint32_t)json_integer_value(id);
-        if ((rv = get_addr(n, "raft", (int)i, &node->raft, err, errlen)) ||
-            (rv = get_addr(n, "client", (int)i, &node->client, err, errlen)) ||
-            (rv = get_addr(n, "gateway", (int)i, &node->gateway, err, errlen)))
-            return rv;
-        for (size_t k = 0; k < i; k++)
-            if (cfg->nodes[k].id == node->id)
-                return fail(err, errlen, "%s.id: duplicate node id %u", where, node->id);
     }
     cfg->n_nodes = (uint32_t)json_array_size(arr);
     return 0;
 }
 
-/* Every listening address of every node must be distinct; a node's raft ports
- * span [raft.port, raft.port + shards). */
+/* Do the port ranges [a, a + a_n) and [b, b + b_n) on the same host intersect? */
+static int ports_overlap(const struct cluster_addr *a, uint32_t a_n,
+                         const struct cluster_addr *b, uint32_t b_n)
+{
+    return strcmp(a->host, b->host) == 0 && a->port < (uint32_t)b->port + b_n &&
+           b->port < (uint32_t)a->port + a_n;
+}
+
+/*
+ * Every listening address of every node must be distinct, where a node's raft
+ * address stands for the S ports [raft.port, raft.port + S), one per shard.
+ * Hosts compare as strings: two nodes on one machine must use the same spelling.
+ */
 static int check_addresses(const struct cluster_config *cfg, char *err, size_t errlen)
 {
-    static const char *const names[] = {"raft", "client", "gateway"};
-    if ((uint32_t)0xffff < cfg->n_shards)
-        return fail(err, errlen, "shards: too many");
+    static const char *const roles[] = {"raft", "client", "gateway"};
+    const uint32_t width[3] = {cfg->n_shards, 1, 1};
     for (uint32_t i = 0; i < cfg->n_nodes; i++) {
         const struct cluster_node *a = &cfg->nodes[i];
         if ((uint32_t)a->raft.port + cfg->n_shards - 1 > 65535)
-            return fail(err, errlen, "nodes[%u].raft: port range %u..%u exceeds 65535", i,
-                        a->raft.port, a->raft.port + cfg->n_shards - 1);
+            return fail(err, errlen, CH_ECONFIG,
+                        "nodes[%u].raft: %u shards need ports %u..%u, beyond 65535", i,
+                        cfg->n_shards, a->raft.port, a->raft.port + cfg->n_shards - 1);
         const struct cluster_addr *aa[3] = {&a->raft, &a->client, &a->gateway};
-        uint32_t an[3] = {cfg->n_shards, 1, 1};
         for (uint32_t j = i; j < cfg->n_nodes; j++) {
             const struct cluster_node *b = &cfg->nodes[j];
             const struct cluster_addr *bb[3] = {&b->raft, &b->client, &b->gateway};
             for (int x = 0; x < 3; x++)
-                for (int y = 0; y < 3; y++) {
-                    if (i == j && y <= x)
-                        continue;
-                    if (addr_overlap(aa[x], an[x], bb[y], an[y]))
-                        return fail(err, errlen,
-                                    "nodes[%u].%s and nodes[%u].%s: addresses overlap "
-                                    "(raft uses %u ports from its base)",
-                                    i, names[x], j, names[y], cfg->n_shards);
-                }
+                for (int y = i == j ? x + 1 : 0; y < 3; y++)
+                    if (ports_overlap(aa[x], width[x], bb[y], width[y]))
+                        return fail(err, errlen, CH_ECONFIG,
+                                    "nodes[%u].%s and nodes[%u].%s: addresses overlap%s",
+                                    i, roles[x], j, roles[y],
+                                    x == 0 || y == 0
+                                        ? " (a raft address takes one port per "
+                                          "shard from its base)"
+                                        : "");
         }
     }
     return 0;
 }
 
-static int parse_placement(json_t *p, struct cluster_config *cfg, char *err, size_t errlen)
+/* ---- placement -------------------------------------------------------------------- */
+
+/* "0".."S-1" exactly as printed by %u: no sign, no leading zeros. */
+static int shard_key(const char *key, uint32_t n_shards, uint32_t *shard)
 {
-    uint32_t S = cfg->n_shards, R = cfg->replication;
-    cfg->replicas = calloc((size_t)S * R, sizeof *cfg->replicas);
-    if (cfg->replicas == NULL)
-        return CH_ENOMEM;
-    if (p == NULL || (json_is_string(p) && strcmp(json_string_value(p), "round-robin") == 0)) {
+    unsigned long v;
+    const char *p = key;
+    if (parse_decimal(&p, 4, &v) != 0 || *p != '\0' || v >= n_shards)
+        return -1;
+    *shard = (uint32_t)v;
+    return 0;
+}
+
+static int parse_placement(json_t *p, struct cluster_config *cfg, char *err,
+                           size_t errlen)
+{
+    const uint32_t S = cfg->n_shards, R = cfg->replication;
+    uint32_t *replicas = calloc((size_t)S * R, sizeof *replicas);
+    if (replicas == NULL)
+        return fail(err, errlen, CH_ENOMEM, "out of memory");
+
+    /* Round-robin: shard s on nodes s, s+1, ..., s+R-1 (mod n) in config order. */
+    if (p == NULL ||
+        (json_is_string(p) && strcmp(json_string_value(p), "round-robin") == 0)) {
         for (uint32_t s = 0; s < S; s++)
             for (uint32_t i = 0; i < R; i++)
-                cfg->replicas[s * R + i] = cfg->nodes[(s + i) % cfg->n_nodes].id;
+                replicas[s * R + i] = cfg->nodes[(s + i) % cfg->n_nodes].id;
+        cfg->replicas = replicas;
         return 0;
     }
-    if (!json_is_object(p))
-        return fail(err, errlen, "placement: expected \"round-robin\" or an object");
-    if (json_object_size(p) != S)
-        return fail(err, errlen, "placement: expected an entry for each of the %u shards", S);
-    for (uint32_t s = 0; s < S; s++) {
-        char key[16];
-        snprintf(key, sizeof key, "%u", s);
-        json_t *list = json_object_get(p, key);
-        if (!json_is_array(list) || json_array_size(list) != R)
-            return fail(err, errlen, "placement.%s: expected an array of %u node ids", key, R);
+
+    int rv = 0;
+    if (!json_is_object(p)) {
+        rv = fail(err, errlen, CH_ECONFIG,
+                  "placement: expected \"round-robin\" or an object of node id lists");
+        goto out;
+    }
+    const char *key;
+    json_t *list;
+    json_object_foreach(p, key, list)
+    {
+        uint32_t s;
+        if (shard_key(key, S, &s) != 0) {
+            rv = fail(err, errlen, CH_ECONFIG,
+                      "placement.\"%s\": not a shard number in 0..%u", key, S - 1);
+            goto out;
+        }
+        if (!json_is_array(list) || json_array_size(list) != R) {
+            rv = fail(err, errlen, CH_ECONFIG,
+                      "placement.%u: expected an array of %u node ids (replication)", s,
+                      R);
+            goto out;
+        }
         for (uint32_t i = 0; i < R; i++) {
             json_t *id = json_array_get(list, i);
-            uint32_t v = json_is_integer(id) && json_integer_value(id) > 0 &&
-                                 json_integer_value(id) <= 1000000
-                             ? (uint32_t)json_integer_value(id)
-                             : 0;
-            if (v == 0 || cluster_node_by_id(cfg, v) == NULL)
-                return fail(err, errlen, "placement.%s[%u]: not a node id of this cluster", key,
-                            i);
+            json_int_t v = json_is_integer(id) ? json_integer_value(id) : 0;
+            if (v <= 0 || v > (json_int_t)UINT32_MAX ||
+                cluster_node_by_id(cfg, (uint32_t)v) == NULL) {
+                rv = fail(err, errlen, CH_ECONFIG,
+                          "placement.%u[%u]: not the id of a node in \"nodes\"", s, i);
+                goto out;
+            }
             for (uint32_t k = 0; k < i; k++)
-                if (cfg->replicas[s * R + k] == v)
-                    return fail(err, errlen, "placement.%s: node %u listed twice", key, v);
-            cfg->replicas[s * R + i] = v;
+                if (replicas[s * R + k] == (uint32_t)v) {
+                    rv = fail(err, errlen, CH_ECONFIG,
+                              "placement.%u: node %u listed twice (replicas must be on "
+                              "distinct nodes)",
+                              s, (uint32_t)v);
+                    goto out;
+                }
+            replicas[s * R + i] = (uint32_t)v;
         }
     }
+    /* Keys are distinct (duplicates are rejected by the JSON parser), so any gap
+     * shows up as an unfilled first replica. */
+    for (uint32_t s = 0; s < S; s++)
+        if (replicas[s * R] == 0) {
+            rv = fail(err, errlen, CH_ECONFIG,
+                      "placement.%u: missing (every shard 0..%u needs its replicas)", s,
+                      S - 1);
+            goto out;
+        }
+out:
+    if (rv != 0)
+        free(replicas);
+    else
+        cfg->replicas = replicas;
+    return rv;
+}
+
+/* ---- sections --------------------------------------------------------------------- */
+
+static int parse_raft(json_t *raft, struct cluster_raft_tuning *t, char *err,
+                      size_t errlen)
+{
+    static const char *const keys[] = {"election_timeout_ms",
+                                       "heartbeat_timeout_ms",
+                                       "snapshot_threshold",
+                                       "snapshot_trailing",
+                                       "max_inflight_entries",
+                                       "segment_size",
+                                       "pre_vote",
+                                       NULL};
+    int rv;
+    if (raft != NULL) {
+        if (!json_is_object(raft))
+            return fail(err, errlen, CH_ECONFIG, "raft: expected an object");
+        if ((rv = check_keys(raft, keys, "raft", err, errlen)) != 0 ||
+            (rv = get_opt_uint(raft, "raft.", "election_timeout_ms", 50, 600000,
+                               &t->election_timeout_ms, err, errlen)) != 0 ||
+            (rv = get_opt_uint(raft, "raft.", "heartbeat_timeout_ms", 10, 600000,
+                               &t->heartbeat_timeout_ms, err, errlen)) != 0 ||
+            (rv = get_opt_uint(raft, "raft.", "snapshot_threshold", 16, UINT32_MAX,
+                               &t->snapshot_threshold, err, errlen)) != 0 ||
+            (rv = get_opt_uint(raft, "raft.", "snapshot_trailing", 16, UINT32_MAX,
+                               &t->snapshot_trailing, err, errlen)) != 0 ||
+            (rv = get_opt_uint(raft, "raft.", "max_inflight_entries", 1, 65536,
+                               &t->max_inflight_entries, err, errlen)) != 0 ||
+            (rv = get_opt_uint(raft, "raft.", "segment_size", 65536, 1u << 30,
+                               &t->segment_size, err, errlen)) != 0)
+            return rv;
+        json_t *pv = json_object_get(raft, "pre_vote");
+        if (pv != NULL) {
+            if (!json_is_boolean(pv))
+                return fail(err, errlen, CH_ECONFIG,
+                            "raft.pre_vote: expected true or false");
+            t->pre_vote = json_is_true(pv);
+        }
+    }
+    /* A leader that heartbeats less often than followers time out loses leadership
+     * even on a healthy network. */
+    if (t->heartbeat_timeout_ms >= t->election_timeout_ms)
+        return fail(err, errlen, CH_ECONFIG,
+                    "raft.heartbeat_timeout_ms (%u) must be below "
+                    "raft.election_timeout_ms (%u)",
+                    t->heartbeat_timeout_ms, t->election_timeout_ms);
+    return 0;
+}
+
+static int parse_limits(json_t *limits, struct clog_limits *l, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"max_body", "max_members", "max_events", NULL};
+    if (limits == NULL)
+        return 0;
+    if (!json_is_object(limits))
+        return fail(err, errlen, CH_ECONFIG, "limits: expected an object");
+    int rv;
+    if ((rv = check_keys(limits, keys, "limits", err, errlen)) != 0 ||
+        (rv = get_opt_uint(limits, "limits.", "max_body", 1, CLOG_MAX_BODY, &l->max_body,
+                           err, errlen)) != 0 ||
+        (rv = get_opt_uint(limits, "limits.", "max_members", 2, 1000000, &l->max_members,
+                           err, errlen)) != 0 ||
+        (rv = get_opt_uint(limits, "limits.", "max_events", 16, 1u << 31, &l->max_events,
+                           err, errlen)) != 0)
+        return rv;
+    return 0;
+}
+
+static int parse_name(json_t *name, struct cluster_config *cfg, char *err, size_t errlen)
+{
+    if (name == NULL)
+        return fail(err, errlen, CH_ECONFIG, "name: required");
+    if (!json_is_string(name) || json_string_length(name) == 0 ||
+        json_string_length(name) >= sizeof cfg->name)
+        return fail(err, errlen, CH_ECONFIG,
+                    "name: expected a string of 1..%zu characters", sizeof cfg->name - 1);
+    /* The name ends up in paths and metric labels: keep it to a safe alphabet. */
+    for (const char *p = json_string_value(name); *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+            return fail(err, errlen, CH_ECONFIG,
+                        "name: only letters, digits, '-', '_' and '.' are allowed");
+    snprintf(cfg->name, sizeof cfg->name, "%s", json_string_value(name));
     return 0;
 }
 
 static int parse_root(json_t *root, struct cluster_config *cfg, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"name", "shards", "replication", "nodes", "placement",
-                                       "raft", "limits", NULL};
-    static const char *const raft_keys[] = {
-        "election_timeout_ms", "heartbeat_timeout_ms", "snapshot_threshold",
-        "snapshot_trailing", "max_inflight_entries", "segment_size", "pre_vote", NULL};
-    static const char *const limit_keys[] = {"max_body", "max_members", "max_events", NULL};
+    static const char *const keys[] = {"name",      "shards", "replication", "nodes",
+                                       "placement", "raft",   "limits",      NULL};
     if (!json_is_object(root))
-        return fail(err, errlen, "expected a JSON object at the top level");
-    int rv = check_keys(root, keys, "config", err, errlen);
-    if (rv)
-        return rv;
-    json_t *name = json_object_get(root, "name");
-    if (!json_is_string(name) || json_string_length(name) == 0 ||
-        json_string_length(name) >= sizeof cfg->name)
-        return fail(err, errlen, "name: expected a string of 1..%zu characters",
-                    sizeof cfg->name - 1);
-    for (const char *p = json_string_value(name); *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-              (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
-            return fail(err, errlen, "name: only letters, digits, '-', '_' and '.'");
-    snprintf(cfg->name, sizeof cfg->name, "%s", json_string_value(name));
-    if ((rv = parse_nodes(json_object_get(root, "nodes"), cfg, err, errlen)))
-        return rv;
-    if (!json_is_integer(json_object_get(root, "shards")))
-        return fail(err, errlen, "shards: required");
-    if ((rv = get_uint(root, "shards", "", 1, CLUSTER_MAX_SHARDS, &cfg->n_shards, err,
-                       errlen)))
-        return rv;
-    uint32_t rmax = cfg->n_nodes < CLUSTER_MAX_REPLICATION ? cfg->n_nodes
-                                                           : CLUSTER_MAX_REPLICATION;
-    cfg->replication = rmax < 3 ? rmax : 3;
-    if ((rv = get_uint(root, "replication", "", 1, rmax, &cfg->replication, err, errlen)))
-        return rv;
-    if ((rv = check_addresses(cfg, err, errlen)))
+        return fail(err, errlen, CH_ECONFIG, "expected a JSON object at the top level");
+    int rv;
+    if ((rv = check_keys(root, keys, "", err, errlen)) != 0 ||
+        (rv = parse_name(json_object_get(root, "name"), cfg, err, errlen)) != 0 ||
+        (rv = parse_nodes(json_object_get(root, "nodes"), cfg, err, errlen)) != 0)
         return rv;
 
+    json_t *shards = json_object_get(root, "shards");
+    if (shards == NULL)
+        return fail(err, errlen, CH_ECONFIG, "shards: required (1..%d)",
+                    CLUSTER_MAX_SHARDS);
+    if ((rv = get_uint(shards, "", "shards", 1, CLUSTER_MAX_SHARDS, &cfg->n_shards, err,
+                       errlen)) != 0)
+        return rv;
+
+    /* R defaults to 3, or to every node in clusters of fewer than three. */
+    uint32_t r_max =
+        cfg->n_nodes < CLUSTER_MAX_REPLICATION ? cfg->n_nodes : CLUSTER_MAX_REPLICATION;
+    cfg->replication = r_max < 3 ? r_max : 3;
+    json_t *replication = json_object_get(root, "replication");
+    if (replication != NULL && get_uint(replication, "", "replication", 1, r_max,
+                                        &cfg->replication, NULL, 0) != 0)
+        return fail(err, errlen, CH_ECONFIG,
+                    "replication: expected an integer in [1, %u] (at most the number of "
+                    "nodes, %u, and at most %d)",
+                    r_max, cfg->n_nodes, CLUSTER_MAX_REPLICATION);
+
     json_t *raft = json_object_get(root, "raft");
-    if (raft != NULL) {
-        if (!json_is_object(raft))
-            return fail(err, errlen, "raft: expected an object");
-        if ((rv = check_keys(raft, raft_keys, "raft", err, errlen)) ||
-            (rv = get_uint(raft, "election_timeout_ms", "raft.", 50, 60000,
-                           &cfg->raft.election_timeout_ms, err, errlen)) ||
-            (rv = get_uint(raft, "heartbeat_timeout_ms", "raft.", 10, 30000,
-                           &cfg->raft.heartbeat_timeout_ms, err, errlen)) ||
-            (rv = get_uint(raft, "snapshot_threshold", "raft.", 16, 100000000,
-                           &cfg->raft.snapshot_threshold, err, errlen)) ||
-            (rv = get_uint(raft, "snapshot_trailing", "raft.", 16, 100000000,
-                           &cfg->raft.snapshot_trailing, err, errlen)) ||
-            (rv = get_uint(raft, "max_inflight_entries", "raft.", 1, 65536,
-                           &cfg->raft.max_inflight_entries, err, errlen)) ||
-            (rv = get_uint(raft, "segment_size", "raft.", 65536, 1u << 30,
-                           &cfg->raft.segment_size, err, errlen)))
-            return rv;
-        json_t *pv = json_object_get(raft, "pre_vote");
-        if (pv != NULL) {
-            if (!json_is_boolean(pv))
-                return fail(err, errlen, "raft.pre_vote: expected true or false");
-            cfg->raft.pre_vote = json_is_true(pv);
-        }
-    }
-    if (cfg->raft.heartbeat_timeout_ms >= cfg->raft.election_timeout_ms)
-        return fail(err, errlen,
-                    "raft.heartbeat_timeout_ms must be below raft.election_timeout_ms");
     json_t *limits = json_object_get(root, "limits");
-    if (limits != NULL) {
-        if (!json_is_object(limits))
-            return fail(err, errlen, "limits: expected an object");
-        if ((rv = check_keys(limits, limit_keys, "limits", err, errlen)) ||
-            (rv = get_uint(limits, "max_body", "limits.", 1, CLOG_MAX_BODY,
-                           &cfg->limits.max_body, err, errlen)) ||
-            (rv = get_uint(limits, "max_members", "limits.", 2, 1000000,
-                           &cfg->limits.max_members, err, errlen)) ||
-            (rv = get_uint(limits, "max_events", "limits.", 16, 1u << 31,
-                           &cfg->limits.max_events, err, errlen)))
-            return rv;
-    }
+    if ((rv = check_addresses(cfg, err, errlen)) != 0 ||
+        (rv = parse_raft(raft, &cfg->raft, err, errlen)) != 0 ||
+        (rv = parse_limits(limits, &cfg->limits, err, errlen)) != 0)
+        return rv;
     return parse_placement(json_object_get(root, "placement"), cfg, err, errlen);
 }
 
-int cluster_config_parse(const char *json, size_t len, struct cluster_config *cfg, char *err,
-                         size_t errlen)
+/* ---- public API ------------------------------------------------------------------- */
+
+int cluster_config_parse(const char *json, size_t len, struct cluster_config *cfg,
+                         char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->raft.election_timeout_ms = 1000;
@@ -298,59 +442,42 @@ int cluster_config_parse(const char *json, size_t len, struct cluster_config *cf
     cfg->raft.segment_size = 1u << 20;
     cfg->raft.pre_vote = 1;
     clog_limits_default(&cfg->limits);
+
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
-        return fail(err, errlen, "invalid JSON at line %d column %d: %s", jerr.line,
-                    jerr.column, jerr.text);
+        return fail(err, errlen, CH_ECONFIG, "invalid JSON at line %d column %d: %s",
+                    jerr.line, jerr.column, jerr.text);
     int rv = parse_root(root, cfg, err, errlen);
     json_decref(root);
-    if (rv != 0) {
-        free(cfg->replicas);
-        cfg->replicas = NULL;
-    }
+    if (rv != 0)
+        cluster_config_free(cfg);
     return rv;
 }
 
-int cluster_config_load(const char *path, struct cluster_config *cfg, char *err, size_t errlen)
+int cluster_config_load(const char *path, struct cluster_config *cfg, char *err,
+                        size_t errlen)
 {
     FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, errlen, "cannot open: %s", strerror(errno));
-        return CH_EIO;
+    if (f == NULL)
+        return fail(err, errlen, CH_EIO, "%s: %s", path, strerror(errno));
+    /* One byte more than the limit tells "too large" from "exactly the limit". */
+    char *buf = malloc(CONFIG_MAX_FILE + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return fail(err, errlen, CH_ENOMEM, "out of memory");
     }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (cap - len < 4096) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (16u << 20)) {
-                free(buf);
-                fclose(f);
-                snprintf(err, errlen, "file larger than 16 MiB");
-                return CH_ECONFIG;
-            }
-            char *p = realloc(buf, cap);
-            if (p == NULL) {
-                free(buf);
-                fclose(f);
-                return CH_ENOMEM;
-            }
-            buf = p;
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0)
-            break;
-    }
+    size_t len = fread(buf, 1, CONFIG_MAX_FILE + 1, f);
     int bad = ferror(f);
     fclose(f);
-    if (bad) {
-        free(buf);
-        snprintf(err, errlen, "read error");
-        return CH_EIO;
-    }
-    int rv = cluster_config_parse(buf, len, cfg, err, errlen);
+    int rv;
+    if (bad)
+        rv = fail(err, errlen, CH_EIO, "%s: read error", path);
+    else if (len > CONFIG_MAX_FILE)
+        rv = fail(err, errlen, CH_ECONFIG, "%s: larger than %u bytes", path,
+                  CONFIG_MAX_FILE);
+    else
+        rv = cluster_config_parse(buf, len, cfg, err, errlen);
     free(buf);
     return rv;
 }
@@ -361,7 +488,8 @@ void cluster_config_free(struct cluster_config *cfg)
     cfg->replicas = NULL;
 }
 
-const struct cluster_node *cluster_node_by_id(const struct cluster_config *cfg, uint32_t id)
+const struct cluster_node *cluster_node_by_id(const struct cluster_config *cfg,
+                                              uint32_t id)
 {
     for (uint32_t i = 0; i < cfg->n_nodes; i++)
         if (cfg->nodes[i].id == id)
@@ -371,7 +499,7 @@ const struct cluster_node *cluster_node_by_id(const struct cluster_config *cfg, 
 
 int cluster_node_has_shard(const struct cluster_config *cfg, uint32_t id, uint32_t shard)
 {
-    if (shard >= cfg->n_shards)
+    if (shard >= cfg->n_shards || cfg->replicas == NULL)
         return 0;
     for (uint32_t i = 0; i < cfg->replication; i++)
         if (cfg->replicas[shard * cfg->replication + i] == id)
@@ -379,14 +507,21 @@ int cluster_node_has_shard(const struct cluster_config *cfg, uint32_t id, uint32
     return 0;
 }
 
+/*
+ * Conversation ids are often sequential or share low bits; the mixer spreads
+ * them before the modulo.  These functions decide where data lives: changing
+ * them moves every conversation, so they are frozen for a cluster's lifetime.
+ */
 uint32_t cluster_shard_of_conv(uint64_t conv, uint32_t n_shards)
 {
-    return (uint32_t)(ch_mix64(conv) % n_shards);
+    return n_shards ? (uint32_t)(ch_mix64(conv) % n_shards) : 0;
 }
 
 uint32_t cluster_shard_of_user(const void *user, size_t len, uint32_t n_shards)
 {
-    return (uint32_t)(ch_mix64(ch_hash64(CH_HASH64_INIT, user, len)) % n_shards);
+    return n_shards
+               ? (uint32_t)(ch_mix64(ch_hash64(CH_HASH64_INIT, user, len)) % n_shards)
+               : 0;
 }
 
 void cluster_raft_address(const struct cluster_node *node, uint32_t shard, char *buf,

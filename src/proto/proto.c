@@ -5,8 +5,9 @@
 
 #include "../common/error.h"
 
-/* ---- field codecs, selected by the schema's type token ------------------------------
- *
+/* ---- field codecs, selected by the schema's type token ---------------------------- */
+
+/*
  * A schema entry X(type, name) expands into PROTO__PUT_<type> / PROTO__GET_<type>,
  * so adding a field to a schema in proto.h updates the struct, the encoder and the
  * decoder at once.  Lengths are bounded on both sides: str by its u16 prefix (the
@@ -42,7 +43,7 @@
     }                                                                              \
     return 0;
 
-/* ---- frames ------------------------------------------------------------------------ */
+/* ---- frames ----------------------------------------------------------------------- */
 
 static void frame_begin(struct ch_wbuf *b, uint8_t type, uint64_t req_id)
 {
@@ -96,7 +97,7 @@ const char *proto_type_name(int type)
     }
 }
 
-/* ---- messages: encode writes a complete frame, decode reads the fixed fields ------- */
+/* ---- messages: encode writes a complete frame, decode reads the fixed fields ------ */
 
 #define PROTO__DEFINE(NAME, lname, FIELDS)                                         \
     void proto_encode_##lname(struct ch_wbuf *b, uint64_t req_id,                  \
@@ -127,7 +128,7 @@ PROTO__DEFINE(STREAM, stream, PROTO_STREAM_FIELDS)
 PROTO__DEFINE(STATUS, status, PROTO_STATUS_FIELDS)
 PROTO__DEFINE(STATUS_REPLY, status_reply, PROTO_STATUS_REPLY_FIELDS)
 
-/* ---- repeated elements: appended to an open frame, no header of their own ---------- */
+/* ---- repeated elements: appended to an open frame, no header of their own --------- */
 
 #define PROTO__DEFINE_ELEMENT(lname, FIELDS)                                       \
     void proto_put_##lname(struct ch_wbuf *b, const struct proto_##lname *m)       \
