@@ -41,7 +41,9 @@ static const char *const usage_text =
     "debugging\n"
     "  debug load --convs C --messages M [--window W] [--members K] [--size B]\n"
     "             [--seed S] [--out FILE]\n"
-    "  debug digest                       replica digests per shard, compared\n";
+    "  debug digest                       replica digests per shard, compared\n"
+    "  debug subscribe SHARD [--node N] [--from INDEX] [--entries N] [--timeout MS]\n"
+    "                                     follow a shard's committed stream (JSON lines)\n";
 
 int ctl_load_config(const struct ctl_env *env, struct cluster_config *cfg)
 {
@@ -777,6 +779,109 @@ static int cmd_digest(const struct ctl_env *env)
     return 0;
 }
 
+/*
+ * debug subscribe SHARD [--node N] [--from INDEX] [--entries N] [--timeout MS]:
+ * follows a shard's committed stream on one replica and prints each entry as a
+ * JSON line {"shard","index","events":[...]}; stops after N entries with
+ * events, or when nothing arrives for the timeout.
+ */
+static int cmd_subscribe(const struct ctl_env *env, int argc, char **argv)
+{
+    uint64_t shard = UINT64_MAX, node = 0, from = 0, entries = 0, timeout = 3000;
+    for (int i = 0; i < argc; i++) {
+        uint64_t *dst = NULL;
+        if (strcmp(argv[i], "--node") == 0)
+            dst = &node;
+        else if (strcmp(argv[i], "--from") == 0)
+            dst = &from;
+        else if (strcmp(argv[i], "--entries") == 0)
+            dst = &entries;
+        else if (strcmp(argv[i], "--timeout") == 0)
+            dst = &timeout;
+        if (dst == NULL && shard == UINT64_MAX && parse_u64(argv[i], &shard) == 0)
+            continue;
+        if (dst == NULL || i + 1 >= argc || parse_u64(argv[i + 1], dst) != 0) {
+            fprintf(stderr, "chorusctl debug subscribe SHARD [--node N] [--from INDEX] "
+                            "[--entries N] [--timeout MS]\n");
+            return CTL_USAGE;
+        }
+        i++;
+    }
+    struct cluster_config cfg;
+    int rv = ctl_load_config(env, &cfg);
+    if (rv)
+        return rv;
+    if (shard >= cfg.n_shards) {
+        fprintf(stderr, "chorusctl: no shard %" PRIu64 "\n", shard);
+        cluster_config_free(&cfg);
+        return CTL_USAGE;
+    }
+    if (node == 0)
+        node = cfg.replicas[shard * cfg.replication];
+    struct cc c;
+    cc_init(&c, &cfg);
+    struct ch_wbuf f;
+    ch_wbuf_init(&f);
+    uint64_t id = cc_req_id(&c);
+    struct proto_subscribe m = {.shard = (uint32_t)shard, .from_index = from};
+    proto_encode_subscribe(&f, id, &m);
+    struct cc_reply r;
+    rv = cc_call(&c, (uint32_t)node, &f, id, 5000, &r);
+    ch_wbuf_free(&f);
+    if (rv == 0 && r.f.type == PROTO_ERROR) {
+        struct ch_rbuf body;
+        struct proto_error e;
+        ch_rbuf_init(&body, r.f.body.ptr, r.f.body.len);
+        rv = proto_decode_error(&body, &e) == 0 ? e.err : CH_EMALFORMED;
+        if (rv == CH_ETOOOLD)
+            fprintf(stderr, "oldest retained index: %" PRIu64 "\n", e.extra);
+    } else if (rv == 0 && r.f.type != PROTO_SUBSCRIBED) {
+        rv = CH_EMALFORMED;
+    }
+    if (rv != 0) {
+        cc_close(&c);
+        cluster_config_free(&cfg);
+        return fail_code(rv, "subscribe");
+    }
+    uint64_t printed = 0;
+    while (entries == 0 || printed < entries) {
+        if (cc_recv(&c, (int)timeout, &r) != 0 || r.f.req_id != id)
+            break;
+        struct ch_rbuf body;
+        ch_rbuf_init(&body, r.f.body.ptr, r.f.body.len);
+        if (r.f.type == PROTO_ERROR) {
+            struct proto_error e;
+            proto_decode_error(&body, &e);
+            rv = fail_code(e.err, "subscription ended");
+            break;
+        }
+        struct proto_stream st;
+        if (r.f.type != PROTO_STREAM || proto_decode_stream(&body, &st) != 0) {
+            rv = fail_code(CH_EMALFORMED, "subscribe");
+            break;
+        }
+        if (st.n_events == 0)
+            continue;
+        json_t *o = json_object();
+        json_t *evs = json_array();
+        json_object_set_new(o, "shard", json_integer(st.shard));
+        json_object_set_new(o, "index", json_integer((json_int_t)st.index));
+        for (uint32_t k = 0; k < st.n_events; k++) {
+            struct clog_event ev;
+            if (clog_event_decode(&body, &ev) != 0)
+                break;
+            json_array_append_new(evs, event_json(&ev));
+        }
+        json_object_set_new(o, "events", evs);
+        print_json(o);
+        fflush(stdout);
+        printed++;
+    }
+    cc_close(&c);
+    cluster_config_free(&cfg);
+    return rv;
+}
+
 /* ---- main -------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -841,6 +946,8 @@ int main(int argc, char **argv)
             return ctl_load(&env, argc - 3, argv + 3);
         if (strcmp(argv[2], "digest") == 0)
             return cmd_digest(&env);
+        if (strcmp(argv[2], "subscribe") == 0)
+            return cmd_subscribe(&env, argc - 3, argv + 3);
     }
     fprintf(stderr, "chorusctl: unknown command (see chorusctl --help)\n");
     return CTL_USAGE;

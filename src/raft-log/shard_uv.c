@@ -842,7 +842,8 @@ int shard_open(uv_loop_t *loop, const struct shard_options *opt, struct shard **
         return code;
     }
     uv_check_start(&s->flush_check, flush_check_cb);
-    s->floor = raft_last_applied(&s->raft) + 1;
+    /* floor stays 1 unless raft_start restored a snapshot (fsm_restore set
+     * `restored`): then the stream is complete only after the snapshot's index. */
     *out = s;
     return 0;
 }

@@ -114,6 +114,44 @@ def test_stale_reads_match_leader_after_convergence():
         assert c.ctl_jsonl("history", 100, "--limit", 1000, "--node", node, "--stale") == lead
 
 
+def shard_of(conv):
+    """The shard a conversation lives on, as chorusctl reports it."""
+    return c.ctl_json("conv", "get", conv)["shard"]
+
+
+def test_committed_stream_replays_and_follows():
+    shard = shard_of(100)
+    history = [e for e in c.ctl_jsonl("history", 100, "--limit", 1000)]
+    c.wait_converged()
+    for node in c.node_ids():
+        lines = c.ctl_jsonl("debug", "subscribe", shard, "--node", node, "--from", 1,
+                            "--timeout", 500)
+        indexes = [l["index"] for l in lines]
+        assert indexes == sorted(set(indexes)), "stream indexes not increasing: %r" % indexes
+        events = [e for l in lines for e in l["events"] if e["conv"] == 100 and e["seq"] > 0]
+        assert events == history, "node %d streamed something else than the log" % node
+        receipts = [e for l in lines for e in l["events"] if e["type"] == "receipt"]
+        assert receipts and all(e["seq"] == 0 for e in receipts)
+    # a live subscriber sees new commits, in order, and only committed ones
+    import subprocess
+    from chorus_cluster import CHORUSCTL
+    live = subprocess.Popen([CHORUSCTL, "--dir", c.dir, "--json", "debug", "subscribe",
+                             str(shard), "--node", str(c.node_ids()[1]), "--entries", "5",
+                             "--timeout", "10000"], stdout=subprocess.PIPE, text=True)
+    import time
+    time.sleep(0.3)
+    sent = [c.ctl_json("send", 100, "--actor", "bob", "live %d" % i)["seq"] for i in range(5)]
+    out, _ = live.communicate(timeout=30)
+    got = [e["seq"] for line in out.splitlines() for e in __import__("json").loads(line)["events"]
+           if e["conv"] == 100]
+    assert got == sent, (got, sent)
+
+
+def test_subscribe_errors():
+    p = c.ctl("debug", "subscribe", 999, check=False)
+    assert p.returncode == 2
+
+
 def teardown():
     c.down()
 
@@ -128,6 +166,8 @@ if __name__ == "__main__":
                   test_edit_delete_react_receipts,
                   test_typed_errors,
                   test_direct_and_membership,
-                  test_stale_reads_match_leader_after_convergence)
+                  test_stale_reads_match_leader_after_convergence,
+                  test_committed_stream_replays_and_follows,
+                  test_subscribe_errors)
     finally:
         teardown()
