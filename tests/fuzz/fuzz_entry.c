@@ -11,14 +11,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct clog *c;
     static struct clog_output out;
     static unsigned runs;
-    if (c == NULL || ++runs % 1000 == 0) { /* bounded memory: start over now and then */
+    if (runs == 0)
+        clog_output_init(&out); /* static: reachable, reused, never leaked */
+    if (runs++ % 1000 == 0) { /* bounded memory: a fresh state now and then */
         clog_destroy(c);
         struct clog_limits l;
         clog_limits_default(&l);
         l.max_members = 64;
         if (clog_create(&l, &c) != 0)
             abort();
-        clog_output_init(&out);
     }
     int rv = clog_apply(c, data, size, &out);
     if (rv == 0) {
