@@ -115,7 +115,12 @@ static int lock_data_dir(struct node *n, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return CH_EIO;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    /* A previous chorusd on this dir may still be exiting (kill -9 waits for its
+     * in-flight disk I/O): give it a few seconds before giving up. */
+    int locked = -1;
+    for (int i = 0; i < 50 && (locked = flock(fd, LOCK_EX | LOCK_NB)) != 0; i++)
+        usleep(100 * 1000);
+    if (locked != 0) {
         snprintf(err, errlen, "%s is locked: another chorusd uses this data dir",
                  n->data_dir);
         close(fd);

@@ -106,7 +106,11 @@ static pid_t read_pid(const char *dir, uint32_t node)
     return (pid_t)pid;
 }
 
-/* Is pid a live chorusd (not a zombie, not a recycled pid)? */
+/*
+ * Is pid a live chorusd (not a zombie, not a recycled pid)?  Reads the command
+ * name and state from /proc/PID/stat: unlike cmdline, they stay readable while
+ * a killed process is still exiting (and still holding its data-dir lock).
+ */
 static int chorusd_alive(pid_t pid)
 {
     if (pid <= 0 || kill(pid, 0) != 0)
@@ -119,17 +123,14 @@ static int chorusd_alive(pid_t pid)
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = 0;
-    char *paren = strrchr(buf, ')');
-    if (paren && paren[1] == ' ' && paren[2] == 'Z')
+    char *open_paren = strchr(buf, '(');
+    char *close_paren = strrchr(buf, ')');
+    if (open_paren == NULL || close_paren == NULL || close_paren[1] != ' ')
         return 0;
-    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-    f = fopen(path, "r");
-    if (f == NULL)
+    if (close_paren[2] == 'Z' || close_paren[2] == 'X')
         return 0;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    return strstr(buf, "chorusd") != NULL;
+    *close_paren = 0;
+    return strcmp(open_paren + 1, "chorusd") == 0;
 }
 
 static int start_node(const char *dir, const char *bin, uint32_t node)
