@@ -377,18 +377,19 @@ int ctl_local(struct ctl_env *env, int argc, char **argv)
         int rv = ctl_load_config(&e, &cfg);
         if (rv != 0)
             return rv;
+        /* "up" means "make sure it is up": nodes already running are left alone */
         uint32_t ids[CLUSTER_MAX_NODES];
+        uint32_t running = 0;
         for (uint32_t i = 0; i < cfg.n_nodes; i++) {
             ids[i] = cfg.nodes[i].id;
-            if (chorusd_alive(read_pid(env->dir, ids[i]))) {
-                fprintf(stderr, "node %u already runs from %s (chorusctl local down first)\n",
-                        ids[i], env->dir);
-                cluster_config_free(&cfg);
-                return CTL_FAILED;
-            }
+            if (chorusd_alive(read_pid(env->dir, ids[i])))
+                running++;
+            else if (rv == 0)
+                rv = start_node(env->dir, chorusd, ids[i]);
         }
-        for (uint32_t i = 0; i < cfg.n_nodes && rv == 0; i++)
-            rv = start_node(env->dir, chorusd, ids[i]);
+        if (running > 0)
+            printf("%u of %u nodes were already running from %s\n", running, cfg.n_nodes,
+                   env->dir);
         if (rv == 0)
             rv = wait_ready(env->dir, &cfg, ids, cfg.n_nodes, 30000);
         if (rv == 0) {
