@@ -29,6 +29,7 @@
 #include "../common/error.h"
 #include "../common/hash.h"
 #include "../common/log.h"
+#include "../gateway/gateway_lws.h"
 #include "../proto/proto.h"
 #include "../raft-log/shard_uv.h"
 #include "../raft-log/store_uv.h"
@@ -44,6 +45,7 @@ struct node {
     struct shard **shards;
     uint32_t shards_open;
     struct store *store;
+    struct gw *gw;
     uv_signal_t sigterm, sigint;
     uv_timer_t watch;
     int stopping;
@@ -161,6 +163,7 @@ static void node_stop(struct node *n, int code)
     uv_close((uv_handle_t *)&n->sigterm, NULL);
     uv_close((uv_handle_t *)&n->sigint, NULL);
     uv_close((uv_handle_t *)&n->watch, NULL);
+    gw_stop(n->gw); /* libwebsockets closes its handles first (LIBRARY-NOTES) */
     if (n->store != NULL) {
         struct store *st = n->store;
         n->store = NULL;
@@ -309,6 +312,8 @@ int main(int argc, char **argv)
             .max_conn_backlog = 256u << 20,
         };
         rv = store_listen(&n->loop, &so, &n->store, err, sizeof err);
+        if (rv == 0)
+            rv = gw_open(&n->loop, &n->config, n->id, &n->gw, err, sizeof err);
         if (rv != 0) {
             CH_ERROR(-1, "cannot start: %s", err);
             n->exit_code = 2;
@@ -329,6 +334,7 @@ int main(int argc, char **argv)
                 n->data_dir);
     }
     uv_run(&n->loop, UV_RUN_DEFAULT);
+    gw_free(n->gw);
     if (uv_loop_close(&n->loop) != 0)
         CH_WARN(-1, "event loop closed with handles still open");
     free(n->shards);

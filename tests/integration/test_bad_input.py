@@ -173,6 +173,26 @@ def test_broken_configs_are_refused_with_a_clear_line():
         assert "ERROR" in p.stderr and needle in p.stderr, "case %d: %s" % (i, p.stderr)
 
 
+def test_taken_gateway_port_is_refused():
+    conf = json.loads(json.dumps(c.conf))
+    conf["name"] = "portclash"
+    for n in conf["nodes"]:
+        for k in ("raft", "client", "gateway"):
+            host, port = n[k].rsplit(":", 1)
+            n[k] = "%s:%d" % (host, int(port) + 500)
+    host, port = conf["nodes"][0]["gateway"].rsplit(":", 1)
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind((host, int(port)))
+    squatter.listen(1)
+    try:
+        p = run_chorusd(json.dumps(conf), "portclash.json")
+    finally:
+        squatter.close()
+    assert p.returncode == 2, p.returncode
+    assert "gateway on %s:%s" % (host, port) in p.stderr, p.stderr
+
+
 def test_foreign_data_dir_is_refused():
     p = subprocess.run([CHORUSD, "--config", os.path.join(c.dir, "cluster.json"), "--node",
                         "2", "--data", os.path.join(c.dir, "node-1")],
@@ -228,6 +248,7 @@ if __name__ == "__main__":
                   test_truncated_frame_then_hangup_leaves_the_node_up,
                   test_random_bytes_never_crash_a_node,
                   test_broken_configs_are_refused_with_a_clear_line,
+                  test_taken_gateway_port_is_refused,
                   test_foreign_data_dir_is_refused,
                   test_corrupt_snapshot_is_detected_and_refused)
     finally:

@@ -147,6 +147,22 @@ def test_committed_stream_replays_and_follows():
     assert got == sent, (got, sent)
 
 
+def test_gateway_health():
+    import json
+    import urllib.error
+    import urllib.request
+    for n in c.conf["nodes"]:
+        with urllib.request.urlopen("http://%s/healthz" % n["gateway"], timeout=5) as r:
+            assert r.status == 200
+            assert json.loads(r.read()) == {"status": "ok", "node": n["id"]}
+        try:
+            urllib.request.urlopen("http://%s/no/such/thing" % n["gateway"], timeout=5)
+            assert False, "expected 404"
+        except urllib.error.HTTPError as e:
+            assert e.code == 404
+            assert json.loads(e.read())["error"]["code"] == "not_found"
+
+
 def test_subscribe_errors():
     p = c.ctl("debug", "subscribe", 999, check=False)
     assert p.returncode == 2
@@ -168,6 +184,7 @@ if __name__ == "__main__":
                   test_direct_and_membership,
                   test_stale_reads_match_leader_after_convergence,
                   test_committed_stream_replays_and_follows,
-                  test_subscribe_errors)
+                  test_subscribe_errors,
+                  test_gateway_health)
     finally:
         teardown()
