@@ -5,7 +5,8 @@
 /*
  * X(name, wire code, message).  The wire code is the stable string clients and
  * tools see (docs/protocol.md); several internal errors may share one wire code.
- * Values are positive and stable: they travel in the store RPC as u16.
+ * Values are positive and stable: they travel in the store RPC as u16, so new
+ * codes are only ever appended.
  */
 #define CH_ERRORS(X)                                                              \
     X(CH_OK, "ok", "success")                                                     \
@@ -32,7 +33,10 @@
     X(CH_ENOSHARD, "not_found", "this node holds no replica of the shard")        \
     X(CH_ERATELIMITED, "rate_limited", "rate limit exceeded")                     \
     X(CH_EUNAUTHORIZED, "unauthorized", "missing or invalid credentials")         \
-    X(CH_EINTERNAL, "internal", "internal error")
+    X(CH_EINTERNAL, "internal", "internal error")                                 \
+    X(CH_ETOKEN_EXPIRED, "unauthorized", "token expired")                         \
+    X(CH_EBAD_TOKEN, "unauthorized", "invalid token")                             \
+    X(CH_EBAD_PASSWORD, "unauthorized", "wrong user name or password")
 
 enum ch_err {
 #define CH__ERR_ENUM(name, code, msg) name,
