@@ -68,7 +68,8 @@ struct cluster_config {
 int cluster_config_parse(const char *json, size_t len, struct cluster_config *cfg,
                          char *err, size_t errlen);
 
-/* Reads and parses a file; CH_EIO with a message if it cannot be read. */
+/* Reads and parses a file: 0, CH_EIO with a message if it cannot be read, or any
+ * error of cluster_config_parse.  ("name", "shards" and "nodes" are required.) */
 int cluster_config_load(const char *path, struct cluster_config *cfg, char *err,
                         size_t errlen);
 

@@ -21,8 +21,9 @@
 /*
  * Message schemas, declared once.  Each message has fixed fields (X-macro list)
  * and optionally a trailing repeated section that is read with an iterator.
- * Field types: u8, u16, u32, u64, str (u16 length + bytes), bytes (u32 length +
- * bytes).  X(type, name).
+ * Field types: u8, u16, u32, u64, str (u16 length + bytes; the encoder cuts a
+ * longer string to 65535 bytes, so callers bound what they pass), bytes (u32
+ * length + bytes).  X(type, name).
  */
 #define PROTO_MESSAGES(M)                                                          \
     M(ERROR, 100, PROTO_ERROR_FIELDS)                                              \
