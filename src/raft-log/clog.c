@@ -485,6 +485,14 @@ static int message_at(const struct clog_conv *cv, uint64_t ref_seq, struct clog_
     return decode_at(cv, ref_seq, ev) == 0 ? 0 : CH_EINTERNAL;
 }
 
+/* A message body: 1..limits.max_body bytes. */
+static int check_body(const struct clog *c, struct ch_slice body)
+{
+    if (body.len == 0)
+        return CH_EINVAL;
+    return body.len > c->limits.max_body ? CH_ETOOLARGE : 0;
+}
+
 static int apply_cmd(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
                      struct clog_result *res, struct clog_output *out)
 {
@@ -607,10 +615,8 @@ static int apply_cmd(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
         break;
     }
     case CLOG_OP_POST:
-        if (cmd->body.len == 0)
-            return CH_EINVAL;
-        if (cmd->body.len > c->limits.max_body)
-            return CH_ETOOLARGE;
+        if ((rv = check_body(c, cmd->body)) != 0)
+            return rv;
         event_init(&ev, CLOG_EV_MESSAGE, cv, cmd, ts);
         ev.client_msg_id = cmd->client_msg_id;
         ev.body = cmd->body;
@@ -623,10 +629,8 @@ static int apply_cmd(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
             return rv;
         if (!ch_slice_eq(ref.actor, cmd->actor))
             return CH_EFORBIDDEN;
-        if (cmd->body.len == 0)
-            return CH_EINVAL;
-        if (cmd->body.len > c->limits.max_body)
-            return CH_ETOOLARGE;
+        if ((rv = check_body(c, cmd->body)) != 0)
+            return rv;
         event_init(&ev, CLOG_EV_EDITED, cv, cmd, ts);
         ev.client_msg_id = cmd->client_msg_id;
         ev.ref_seq = cmd->ref_seq;
