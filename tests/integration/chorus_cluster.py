@@ -27,10 +27,14 @@ def shift_port(addr, offset):
     return "%s:%d" % (host, int(port) + offset)
 
 
+CLUSTERS = []
+
+
 class Cluster:
     """A local cluster in a temp dir.  `offset` shifts every port."""
 
     def __init__(self, name, offset, base="local-3.json", tweak=None):
+        CLUSTERS.append(self)
         self.dir = tempfile.mkdtemp(prefix="chorus-%s-" % name)
         with open(os.path.join(SOURCE, "cluster-conf", base)) as f:
             conf = json.load(f)
@@ -147,6 +151,19 @@ class Cluster:
         return self.wait("replicas to converge", ok, timeout)
 
 
+def print_node_logs(lines=20):
+    """The end of every node's log, so that a failure in CI can be diagnosed."""
+    for c in CLUSTERS:
+        for node in c.node_ids():
+            path = os.path.join(c.dir, "node-%d.log" % node)
+            if not os.path.exists(path):
+                continue
+            with open(path, errors="replace") as f:
+                tail = f.readlines()[-lines:]
+            print("---- %s node %d (last %d lines) ----" % (c.conf["name"], node, len(tail)))
+            sys.stdout.write("".join(tail))
+
+
 def run_tests(*tests):
     """Runs test functions; prints one line each and the closing summary."""
     passed = failed = 0
@@ -160,5 +177,6 @@ def run_tests(*tests):
             failed += 1
             print("FAIL %s" % t.__name__, flush=True)
             traceback.print_exc()
+            print_node_logs()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)

@@ -74,15 +74,20 @@ def test_kill_leader_under_load():
                           "--messages", MESSAGES, "--window", 32, "--members", 4,
                           "--size", 100, "--seed", 7, "--out", acks_path]],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # kill -9 the leader of shard 0 once the load is well under way
-    c.wait("load progress", lambda: os.path.exists(acks_path)
-           and sum(1 for _ in open(acks_path)) >= MESSAGES // 5, timeout=120, interval=0.05)
-    victim = c.leader_of(0)
-    assert victim is not None
-    c.kill9(victim)
-    time.sleep(1.0)
-    c.start(victim)
-    out, err = load.communicate(timeout=300)
+    try:
+        # kill -9 the leader of shard 0 once the load is well under way
+        c.wait("load progress", lambda: os.path.exists(acks_path)
+               and sum(1 for _ in open(acks_path)) >= MESSAGES // 5, timeout=120,
+               interval=0.05)
+        victim = c.wait("a leader of shard 0", lambda: c.leader_of(0), timeout=30)
+        c.kill9(victim)
+        time.sleep(1.0)
+        c.start(victim)
+        out, err = load.communicate(timeout=300)
+    finally:
+        if load.poll() is None:  # never leave a load running against the next test
+            load.kill()
+            load.wait()
     print(out.strip())
     assert load.returncode == 0, "load failed: %s %s" % (out, err)
     acks = read_acks(acks_path)
