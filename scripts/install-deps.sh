@@ -8,7 +8,12 @@ PACKAGES=(
     libuv1-dev libwebsockets-dev libwebsockets-evlib-uv
     liblz4-dev libjansson-dev libssl-dev
     python3 iproute2 nftables procps psmisc faketime gnuplot-nox
+    chromium
 )
+# The browser test drives Debian's chromium with playwright-core from npm; use the
+# machine's Node.js when it has one, Debian's otherwise.
+command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 BACKPORTS_PACKAGES=(libraft-dev)
 RAFT_MIN_VERSION=0.22.1
 

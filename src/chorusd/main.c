@@ -2,7 +2,7 @@
  * chorusd: one chorus node.  Hosts this node's replicas of every shard (one
  * canonical/raft group each) and serves the store RPC, all on one libuv loop.
  *
- *   chorusd --config FILE --node ID --data DIR [--log-level LEVEL]
+ *   chorusd --config FILE --node ID --data DIR [--web DIR] [--log-level LEVEL]
  *
  * Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 2 when it cannot
  * start (bad config, unusable or foreign data directory, corrupt state), 1 on a
@@ -54,7 +54,7 @@ struct node {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: chorusd --config FILE --node ID --data DIR "
+    fprintf(out, "usage: chorusd --config FILE --node ID --data DIR [--web DIR] "
                  "[--log-level debug|info|warn|error]\n");
 }
 
@@ -205,13 +205,14 @@ int main(int argc, char **argv)
         {"node", required_argument, NULL, 'n'},
         {"data", required_argument, NULL, 'd'},
         {"log-level", required_argument, NULL, 'l'},
+        {"web", required_argument, NULL, 'w'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL, *data = NULL;
+    const char *config_path = NULL, *data = NULL, *web = NULL;
     long node_id = 0;
     int level = CH_LOG_INFO, c;
-    while ((c = getopt_long(argc, argv, "c:n:d:l:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:n:d:l:w:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config_path = optarg;
@@ -221,6 +222,9 @@ int main(int argc, char **argv)
             break;
         case 'd':
             data = optarg;
+            break;
+        case 'w':
+            web = optarg;
             break;
         case 'l':
             level = ch_log_level_parse(optarg);
@@ -313,7 +317,9 @@ int main(int argc, char **argv)
         };
         rv = store_listen(&n->loop, &so, &n->store, err, sizeof err);
         if (rv == 0)
-            rv = gw_open(&n->loop, &n->config, n->id, &n->gw, err, sizeof err);
+            rv = gw_open(&n->loop, &n->config, n->id, web, &n->gw, err, sizeof err);
+        if (rv == 0)
+            store_set_publish(n->store, gw_on_publish, n->gw);
         if (rv != 0) {
             CH_ERROR(-1, "cannot start: %s", err);
             n->exit_code = 2;

@@ -10,6 +10,7 @@
 
 #include "../common/error.h"
 #include "../common/hash.h"
+#include "../raft-log/clog_cmd.h"
 
 /* Largest config file cluster_config_load reads: real ones are a few KiB. */
 #define CONFIG_MAX_FILE (1u << 20)
@@ -369,6 +370,78 @@ static int parse_limits(json_t *limits, struct clog_limits *l, char *err, size_t
     return 0;
 }
 
+static int parse_auth(json_t *auth, struct cluster_auth *a, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"secret", "token_ttl_s", "scrypt_log2_n", NULL};
+    if (auth == NULL)
+        return 0;
+    if (!json_is_object(auth))
+        return fail(err, errlen, CH_ECONFIG, "auth: expected an object");
+    int rv;
+    if ((rv = check_keys(auth, keys, "auth", err, errlen)) != 0 ||
+        (rv = get_opt_uint(auth, "auth.", "token_ttl_s", 10, 366u * 86400,
+                           &a->token_ttl_s, err, errlen)) != 0 ||
+        (rv = get_opt_uint(auth, "auth.", "scrypt_log2_n", 10, 20, &a->scrypt_log2_n, err,
+                           errlen)) != 0)
+        return rv;
+    json_t *secret = json_object_get(auth, "secret");
+    if (secret != NULL) {
+        if (!json_is_string(secret) || json_string_length(secret) < 16 ||
+            json_string_length(secret) >= sizeof a->secret)
+            return fail(err, errlen, CH_ECONFIG,
+                        "auth.secret: expected a string of 16..%zu characters",
+                        sizeof a->secret - 1);
+        snprintf(a->secret, sizeof a->secret, "%s", json_string_value(secret));
+    }
+    return 0;
+}
+
+static int parse_gateway(json_t *gw, struct cluster_gateway_tuning *g, char *err,
+                         size_t errlen)
+{
+    static const char *const keys[] = {"max_frame",   "max_queue_bytes", "deadline_ms",
+                                       "max_connections", "rate",        NULL};
+    static const char *const rate_keys[] = {"send_per_s",   "send_burst",  "typing_per_s",
+                                            "typing_burst", "login_per_s", "login_burst",
+                                            NULL};
+    if (gw == NULL)
+        return 0;
+    if (!json_is_object(gw))
+        return fail(err, errlen, CH_ECONFIG, "gateway: expected an object");
+    int rv;
+    if ((rv = check_keys(gw, keys, "gateway", err, errlen)) != 0 ||
+        (rv = get_opt_uint(gw, "gateway.", "max_frame", 1024, 64u << 20, &g->max_frame,
+                           err, errlen)) != 0 ||
+        (rv = get_opt_uint(gw, "gateway.", "max_queue_bytes", 4096, 1u << 30,
+                           &g->max_queue_bytes, err, errlen)) != 0 ||
+        (rv = get_opt_uint(gw, "gateway.", "deadline_ms", 100, 600000, &g->deadline_ms,
+                           err, errlen)) != 0 ||
+        (rv = get_opt_uint(gw, "gateway.", "max_connections", 1, 10000000,
+                           &g->max_connections, err, errlen)) != 0)
+        return rv;
+    json_t *rate = json_object_get(gw, "rate");
+    if (rate == NULL)
+        return 0;
+    if (!json_is_object(rate))
+        return fail(err, errlen, CH_ECONFIG, "gateway.rate: expected an object");
+    struct cluster_rate *r = &g->rate;
+    if ((rv = check_keys(rate, rate_keys, "gateway.rate", err, errlen)) != 0 ||
+        (rv = get_opt_uint(rate, "gateway.rate.", "send_per_s", 1, 1000000, &r->send_per_s,
+                           err, errlen)) != 0 ||
+        (rv = get_opt_uint(rate, "gateway.rate.", "send_burst", 1, 1000000, &r->send_burst,
+                           err, errlen)) != 0 ||
+        (rv = get_opt_uint(rate, "gateway.rate.", "typing_per_s", 1, 1000000,
+                           &r->typing_per_s, err, errlen)) != 0 ||
+        (rv = get_opt_uint(rate, "gateway.rate.", "typing_burst", 1, 1000000,
+                           &r->typing_burst, err, errlen)) != 0 ||
+        (rv = get_opt_uint(rate, "gateway.rate.", "login_per_s", 1, 1000000,
+                           &r->login_per_s, err, errlen)) != 0 ||
+        (rv = get_opt_uint(rate, "gateway.rate.", "login_burst", 1, 1000000,
+                           &r->login_burst, err, errlen)) != 0)
+        return rv;
+    return 0;
+}
+
 static int parse_name(json_t *name, struct cluster_config *cfg, char *err, size_t errlen)
 {
     if (name == NULL)
@@ -389,8 +462,9 @@ static int parse_name(json_t *name, struct cluster_config *cfg, char *err, size_
 
 static int parse_root(json_t *root, struct cluster_config *cfg, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"name",      "shards", "replication", "nodes",
-                                       "placement", "raft",   "limits",      NULL};
+    static const char *const keys[] = {"name",   "shards", "replication", "nodes",
+                                       "placement", "raft", "limits",   "auth",
+                                       "gateway", NULL};
     if (!json_is_object(root))
         return fail(err, errlen, CH_ECONFIG, "expected a JSON object at the top level");
     int rv;
@@ -423,7 +497,10 @@ static int parse_root(json_t *root, struct cluster_config *cfg, char *err, size_
     json_t *limits = json_object_get(root, "limits");
     if ((rv = check_addresses(cfg, err, errlen)) != 0 ||
         (rv = parse_raft(raft, &cfg->raft, err, errlen)) != 0 ||
-        (rv = parse_limits(limits, &cfg->limits, err, errlen)) != 0)
+        (rv = parse_limits(limits, &cfg->limits, err, errlen)) != 0 ||
+        (rv = parse_auth(json_object_get(root, "auth"), &cfg->auth, err, errlen)) != 0 ||
+        (rv = parse_gateway(json_object_get(root, "gateway"), &cfg->gateway, err,
+                            errlen)) != 0)
         return rv;
     return parse_placement(json_object_get(root, "placement"), cfg, err, errlen);
 }
@@ -442,6 +519,13 @@ int cluster_config_parse(const char *json, size_t len, struct cluster_config *cf
     cfg->raft.segment_size = 1u << 20;
     cfg->raft.pre_vote = 1;
     clog_limits_default(&cfg->limits);
+    cfg->auth.token_ttl_s = 86400;
+    cfg->auth.scrypt_log2_n = 14;
+    cfg->gateway.max_frame = 96u << 10;
+    cfg->gateway.max_queue_bytes = 4u << 20;
+    cfg->gateway.deadline_ms = 10000;
+    cfg->gateway.max_connections = 200000;
+    cfg->gateway.rate = (struct cluster_rate){50, 200, 5, 10, 5, 10};
 
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -522,6 +606,13 @@ uint32_t cluster_shard_of_user(const void *user, size_t len, uint32_t n_shards)
     return n_shards
                ? (uint32_t)(ch_mix64(ch_hash64(CH_HASH64_INIT, user, len)) % n_shards)
                : 0;
+}
+
+uint32_t cluster_shard_of_cmd(const struct clog_cmd *cmd, uint32_t n_shards)
+{
+    if (cmd->op == CLOG_OP_USER_CREATE || cmd->op == CLOG_OP_USER_UPDATE)
+        return cluster_shard_of_user(cmd->actor.ptr, cmd->actor.len, n_shards);
+    return cluster_shard_of_conv(cmd->conv, n_shards);
 }
 
 void cluster_raft_address(const struct cluster_node *node, uint32_t shard, char *buf,

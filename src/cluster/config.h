@@ -40,6 +40,28 @@ struct cluster_raft_tuning {
     int pre_vote;                  /* default 1 */
 };
 
+/* Authentication of chat users (gateway role). */
+struct cluster_auth {
+    char secret[257];     /* HS256 key for tokens; required by the gateway role */
+    uint32_t token_ttl_s; /* default 86400 */
+    uint32_t scrypt_log2_n; /* password KDF cost (N = 2^x), default 14 */
+};
+
+/* Token buckets, per user and gateway (login: per connection). */
+struct cluster_rate {
+    uint32_t send_per_s, send_burst;     /* writes; default 50 / 200 */
+    uint32_t typing_per_s, typing_burst; /* default 5 / 10 */
+    uint32_t login_per_s, login_burst;   /* register/login; default 5 / 10 */
+};
+
+struct cluster_gateway_tuning {
+    uint32_t max_frame;       /* bytes of one client message, default 98304 */
+    uint32_t max_queue_bytes; /* unsent bytes per connection before it is dropped, 4 MiB */
+    uint32_t deadline_ms;     /* a write's routing deadline before `unavailable`, 10000 */
+    uint32_t max_connections; /* per gateway, default 200000 */
+    struct cluster_rate rate;
+};
+
 struct cluster_config {
     char name[64];
     uint32_t n_shards;    /* S */
@@ -50,6 +72,8 @@ struct cluster_config {
     uint32_t *replicas;
     struct cluster_raft_tuning raft;
     struct clog_limits limits;
+    struct cluster_auth auth;
+    struct cluster_gateway_tuning gateway;
 };
 
 /*
@@ -59,7 +83,9 @@ struct cluster_config {
  *                  "gateway": "127.0.0.1:7300" }, ... ],
  *     "placement": "round-robin" | { "0": [1, 2, 3], ... },   (optional)
  *     "raft": { "election_timeout_ms": 1000, ... },              (optional)
- *     "limits": { "max_body": 65536, "max_members": 100000 } }  (optional)
+ *     "limits": { "max_body": 65536, "max_members": 100000 },   (optional)
+ *     "auth": { "secret": "...", "token_ttl_s": 86400 },         (gateway role)
+ *     "gateway": { "max_frame": 98304, "rate": { "send_per_s": 50 } } } (optional)
  * Validates everything (unique ids and addresses, port ranges that fit S shards,
  * R <= nodes, placements of R distinct known nodes, heartbeat < election).  On
  * error returns CH_ECONFIG (or CH_ENOMEM) and writes a message naming the field
@@ -84,6 +110,9 @@ int cluster_node_has_shard(const struct cluster_config *cfg, uint32_t id, uint32
 /* Shard of a conversation id / of a user id: stable hashes, uniform over S. */
 uint32_t cluster_shard_of_conv(uint64_t conv, uint32_t n_shards);
 uint32_t cluster_shard_of_user(const void *user, size_t len, uint32_t n_shards);
+/* Shard that owns a command: its user's for user ops (conv 0), else its conversation's. */
+struct clog_cmd;
+uint32_t cluster_shard_of_cmd(const struct clog_cmd *cmd, uint32_t n_shards);
 
 /* The Raft address of node's replica of shard s, "host:port", into buf. */
 void cluster_raft_address(const struct cluster_node *node, uint32_t shard, char *buf,

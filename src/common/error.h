@@ -36,7 +36,9 @@
     X(CH_EINTERNAL, "internal", "internal error")                                 \
     X(CH_ETOKEN_EXPIRED, "unauthorized", "token expired")                         \
     X(CH_EBAD_TOKEN, "unauthorized", "invalid token")                             \
-    X(CH_EBAD_PASSWORD, "unauthorized", "wrong user name or password")
+    X(CH_EBAD_PASSWORD, "unauthorized", "wrong user name or password")            \
+    X(CH_ENOUSER, "not_found", "no such user")                                    \
+    X(CH_EUSER_DISABLED, "forbidden", "user is disabled")
 
 enum ch_err {
 #define CH__ERR_ENUM(name, code, msg) name,

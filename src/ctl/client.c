@@ -331,7 +331,7 @@ int cc_submit(struct cc *c, const struct clog_cmd *cmds, uint32_t n,
 {
     if (n == 0)
         return 0;
-    uint32_t shard = cluster_shard_of_conv(cmds[0].conv, c->cfg->n_shards);
+    uint32_t shard = cluster_shard_of_cmd(&cmds[0], c->cfg->n_shards);
     struct ch_wbuf batch, frame;
     ch_wbuf_init(&batch);
     ch_wbuf_init(&frame);

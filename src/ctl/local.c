@@ -397,9 +397,9 @@ int ctl_local(struct ctl_env *env, int argc, char **argv)
                    cfg.n_nodes, cfg.n_shards, cfg.replication);
             printf("  directory   %s (logs: node-N.log)\n", env->dir);
             for (uint32_t i = 0; i < cfg.n_nodes; i++)
-                printf("  node %-3u    store rpc %s:%u, gateway http://%s:%u/healthz\n",
-                       cfg.nodes[i].id, cfg.nodes[i].client.host, cfg.nodes[i].client.port,
-                       cfg.nodes[i].gateway.host, cfg.nodes[i].gateway.port);
+                printf("  node %-3u    web client http://%s:%u/  (store rpc %s:%u)\n",
+                       cfg.nodes[i].id, cfg.nodes[i].gateway.host, cfg.nodes[i].gateway.port,
+                       cfg.nodes[i].client.host, cfg.nodes[i].client.port);
             printf("  status      chorusctl --dir %s status\n", env->dir);
             printf("  stop        chorusctl --dir %s local down\n", env->dir);
         }

@@ -3,65 +3,613 @@
  * loop (LWS_SERVER_OPTION_LIBUV with a foreign loop), so chat sessions, Raft
  * groups and the store RPC share one thread.  The vhost is created explicitly so
  * that a failed bind is reported instead of leaving a half-dead context.
+ *
+ * What is served:
+ *   /ws        WebSocket, one JSON request or push per text frame (ops_uv.c)
+ *   /api/v1/.. REST: translated into the same JSON requests, replies translated
+ *              back into HTTP statuses and bodies
+ *   /healthz   liveness
+ *   /          the web client's static files (web/), when the directory exists
+ *
+ * Output to a WebSocket goes through the client's bounded queue (session.h) and
+ * is written from LWS_CALLBACK_SERVER_WRITEABLE, as many messages per callback
+ * as the socket takes without choking.
  */
 #include <uv.h>
 #include <libwebsockets.h>
 
 #include "gateway_lws.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include "../common/error.h"
 #include "../common/log.h"
+#include "gateway_internal.h"
 
-struct gw {
-    struct lws_context *ctx;
-    uint32_t node_id;
-    int stopped;
+#define GW_MAX_HTTP_BODY (1u << 20)
+#define GW_WRITES_PER_CALLBACK 64
+
+/* Per-wsi state kept by libwebsockets (per_session_data_size). */
+struct pss {
+    struct gw_client *c;
+    /* HTTP transaction */
+    int method; /* 'G', 'P', 'D' */
+    char path[256];
+    char query_after[24], query_before[24], query_limit[24];
+    char auth[WIRE_MAX_TOKEN + 16];
+    uint8_t *body;
+    size_t body_len;
+    int body_too_large;
+    int rest_op;
+    int rest_status_ok; /* 200 or 201 */
+    /* WebSocket reassembly */
+    uint8_t *rx;
+    size_t rx_len, rx_cap;
+    int rx_binary;
+    int rx_oversize;
 };
 
-/* One complete small response, written in LWS_CALLBACK_HTTP. */
-static int respond(struct lws *wsi, unsigned status, const char *type, const char *body)
+/* ---- clients --------------------------------------------------------------------------- */
+
+struct gw_client *gw_client_find(struct gw *gw, uint64_t id)
 {
-    unsigned char buf[LWS_PRE + 1024];
-    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
-    size_t len = strlen(body);
-    if (lws_add_http_common_headers(wsi, status, type, (lws_filepos_t)len, &p, end) ||
+    return ch_map_get(&gw->clients, &id, sizeof id);
+}
+
+static struct gw_client *client_new(struct gw *gw, struct lws *wsi, int http)
+{
+    struct gw_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->id = ++gw->next_client_id;
+    c->gw = gw;
+    c->wsi = wsi;
+    c->http = http;
+    sess_queue_init(&c->q, gw->cfg->gateway.max_queue_bytes);
+    const struct cluster_rate *r = &gw->cfg->gateway.rate;
+    sess_bucket_init(&c->login_bucket, r->login_per_s, r->login_burst, uv_now(gw->loop));
+    if (ch_map_put(&gw->clients, &c->id, sizeof c->id, c) != 0) {
+        free(c);
+        return NULL;
+    }
+    if (!http)
+        gw->st.connections++;
+    return c;
+}
+
+static void client_free(struct gw_client *c)
+{
+    struct gw *gw = c->gw;
+    gw_client_gone(c);
+    ch_map_del(&gw->clients, &c->id, sizeof c->id);
+    if (!c->http)
+        gw->st.connections--;
+    sess_queue_free(&c->q);
+    free(c->http_reply);
+    free(c);
+}
+
+int gw_client_push(struct gw_client *c, struct fan_msg *m)
+{
+    if (c->wsi == NULL || c->closing)
+        return 0;
+    int rv = sess_queue_push(&c->q, m);
+    if (rv != 0)
+        return CH_ELIMIT;
+    lws_callback_on_writable(c->wsi);
+    return 0;
+}
+
+void gw_client_send_text(struct gw_client *c, const void *text, size_t len)
+{
+    if (c->wsi == NULL)
+        return;
+    if (c->http) {
+        if (c->http_reply != NULL)
+            return; /* one reply per REST request */
+        c->http_reply = malloc(len + 1);
+        if (c->http_reply == NULL)
+            return;
+        memcpy(c->http_reply, text, len);
+        c->http_reply[len] = 0;
+        c->http_reply_len = len;
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    if (c->closing)
+        return;
+    struct fan_msg *m = fan_msg_new(LWS_PRE, text, len);
+    if (m == NULL)
+        return;
+    if (sess_queue_push_force(&c->q, m) == 0)
+        lws_callback_on_writable(c->wsi);
+    fan_msg_unref(m);
+}
+
+void gw_client_goodbye(struct gw_client *c, const char *code, const char *message)
+{
+    if (c->wsi == NULL || c->closing || c->http)
+        return;
+    char buf[512];
+    int n = snprintf(buf, sizeof buf,
+                     "{\"type\":\"goodbye\",\"code\":\"%s\",\"message\":\"%s\"}", code,
+                     message);
+    struct fan_msg *m = fan_msg_new(LWS_PRE, buf, (size_t)n);
+    if (m != NULL) {
+        sess_queue_push_force(&c->q, m);
+        fan_msg_unref(m);
+    }
+    c->closing = 1;
+    if (c->followed) {
+        gw_client_gone(c); /* stop fanning out to it now */
+    }
+    lws_callback_on_writable(c->wsi);
+    /* a client that reads nothing never becomes writeable: close it anyway */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 5);
+}
+
+/* ---- small HTTP responses ---------------------------------------------------------------- */
+
+static int http_write(struct lws *wsi, unsigned status, const char *body, size_t len)
+{
+    size_t cap = LWS_PRE + 1024 + len;
+    unsigned char *buf = malloc(cap);
+    if (buf == NULL)
+        return -1;
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + cap - 1;
+    if (lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)len, &p,
+                                    end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                      (const unsigned char *)"no-store", 8, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
+        lws_finalize_write_http_header(wsi, start, &p, end)) {
+        free(buf);
         return -1;
-    if (len > sizeof buf - LWS_PRE - 1)
-        return -1;
+    }
     memcpy(start, body, len);
-    if (lws_write(wsi, start, len, LWS_WRITE_HTTP_FINAL) != (int)len)
+    int n = lws_write(wsi, start, len, LWS_WRITE_HTTP_FINAL);
+    free(buf);
+    if (n != (int)len)
         return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
-static int http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                   size_t len)
+static int http_error(struct lws *wsi, unsigned status, const char *code, const char *message)
 {
-    (void)user;
-    (void)len;
-    if (reason != LWS_CALLBACK_HTTP)
-        return lws_callback_http_dummy(wsi, reason, user, in, len);
-    struct gw *gw = lws_context_user(lws_get_context(wsi));
-    const char *path = in;
-    char body[256];
-    if (strcmp(path, "/healthz") == 0) {
-        snprintf(body, sizeof body, "{\"status\":\"ok\",\"node\":%u}\n", gw->node_id);
-        return respond(wsi, HTTP_STATUS_OK, "application/json", body);
+    char body[512];
+    int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n",
+                     code, message);
+    return http_write(wsi, status, body, (size_t)n);
+}
+
+static unsigned status_of(const char *code)
+{
+    static const struct {
+        const char *code;
+        unsigned status;
+    } map[] = {
+        {"bad_request", 400},    {"unknown_op", 400},     {"too_large", 413},
+        {"unauthorized", 401},   {"forbidden", 403},      {"not_found", 404},
+        {"conflict", 409},       {"limit_exceeded", 422}, {"rate_limited", 429},
+        {"unavailable", 503},    {"timeout", 503},        {"not_leader", 503},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(map[i].code, code) == 0)
+            return map[i].status;
+    return 500;
+}
+
+/*
+ * Turns the WS-style reply of a REST request into its HTTP response.  The write
+ * completes the HTTP transaction, after which libwebsockets frees or reuses the
+ * per-session data: callers must not touch pss afterwards.
+ */
+static int rest_respond(struct lws *wsi, unsigned status_ok, struct gw_client *c)
+{
+    json_error_t jerr;
+    json_t *reply = json_loadb(c->http_reply, c->http_reply_len, 0, &jerr);
+    json_t *ok = reply ? json_object_get(reply, "ok") : NULL;
+    if (reply == NULL || ok == NULL) {
+        json_decref(reply);
+        return http_error(wsi, 500, "internal", "malformed reply");
     }
-    snprintf(body, sizeof body,
-             "{\"error\":{\"code\":\"not_found\",\"message\":\"no such endpoint\"}}\n");
-    return respond(wsi, HTTP_STATUS_NOT_FOUND, "application/json", body);
+    unsigned status = status_ok;
+    json_t *out;
+    if (json_is_true(ok)) {
+        out = json_incref(json_object_get(reply, "result"));
+    } else {
+        json_t *e = json_object_get(reply, "error");
+        const char *code = json_string_value(json_object_get(e, "code"));
+        status = status_of(code ? code : "internal");
+        out = json_pack("{sO}", "error", e);
+    }
+    json_decref(reply);
+    char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    if (text == NULL)
+        return http_error(wsi, 500, "internal", "out of memory");
+    int rv = http_write(wsi, status, text, strlen(text));
+    free(text);
+    return rv;
+}
+
+/* ---- REST -------------------------------------------------------------------------------- */
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    if (*s < '0' || *s > '9')
+        return -1;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Maps method + path onto an op and its path parameters; sets *status_ok. */
+static const char *rest_route(struct pss *pss, json_t *req, int *status_ok)
+{
+    const char *p = pss->path + strlen("/api/v1");
+    char seg[4][128];
+    int n = 0;
+    while (*p == '/' && n < 4) {
+        p++;
+        size_t len = strcspn(p, "/");
+        if (len == 0 || len >= sizeof seg[0])
+            return NULL;
+        memcpy(seg[n], p, len);
+        seg[n][len] = 0;
+        n++;
+        p += len;
+    }
+    if (*p != 0)
+        return NULL;
+    *status_ok = 200;
+    char m = (char)pss->method;
+    if (n == 1 && strcmp(seg[0], "register") == 0 && m == 'P') {
+        *status_ok = 201;
+        return "register";
+    }
+    if (n == 1 && strcmp(seg[0], "login") == 0 && m == 'P')
+        return "login";
+    if (n < 1 || strcmp(seg[0], "conversations") != 0)
+        return NULL;
+    if (n == 1)
+        return m == 'G' ? "conversations" : m == 'P' ? (*status_ok = 201, "create") : NULL;
+    uint64_t conv;
+    if (parse_u64(seg[1], &conv) != 0)
+        return NULL;
+    json_object_set_new(req, "conv", json_integer((json_int_t)(conv & INT64_MAX)));
+    if (n == 2)
+        return m == 'G' ? "get" : NULL;
+    if (strcmp(seg[2], "members") == 0) {
+        if (n == 3 && m == 'P') {
+            *status_ok = 201;
+            return "add_member";
+        }
+        if (n == 4 && m == 'D') {
+            json_object_set_new(req, "user", json_string(seg[3]));
+            return json_object_get(req, "user") ? "remove_member" : NULL;
+        }
+        return NULL;
+    }
+    if (n == 3 && strcmp(seg[2], "messages") == 0) {
+        if (m == 'P') {
+            *status_ok = 201;
+            return "send";
+        }
+        if (m != 'G')
+            return NULL;
+        const char *names[3] = {"after", "before", "limit"};
+        const char *vals[3] = {pss->query_after, pss->query_before, pss->query_limit};
+        for (int i = 0; i < 3; i++) {
+            uint64_t v;
+            if (vals[i][0] == 0)
+                continue;
+            if (parse_u64(vals[i], &v) != 0)
+                json_object_set_new(req, names[i], json_string(vals[i])); /* typed error */
+            else
+                json_object_set_new(req, names[i], json_integer((json_int_t)(v & INT64_MAX)));
+        }
+        return "history";
+    }
+    if (n == 3 && strcmp(seg[2], "receipts") == 0 && m == 'P')
+        return "receipt";
+    return NULL;
+}
+
+static int rest_dispatch(struct lws *wsi, struct pss *pss)
+{
+    struct gw *gw = lws_context_user(lws_get_context(wsi));
+    /* Every early answer below completes the transaction (and frees pss): nothing
+     * may stay owned by pss past an http_error. */
+    uint8_t *body = pss->body;
+    size_t body_len = pss->body_len;
+    int too_large = pss->body_too_large;
+    pss->body = NULL;
+    pss->body_len = 0;
+    pss->body_too_large = 0;
+    if (too_large) {
+        free(body);
+        return http_error(wsi, 413, "too_large", "request body too large");
+    }
+    json_t *req;
+    if (body_len == 0) {
+        req = json_object();
+        free(body);
+    } else {
+        json_error_t jerr;
+        req = json_loadb((const char *)body, body_len, JSON_REJECT_DUPLICATES, &jerr);
+        free(body);
+        if (req == NULL || !json_is_object(req)) {
+            json_decref(req);
+            return http_error(wsi, 400, "bad_request", "the body must be a JSON object");
+        }
+    }
+    int status_ok = 200;
+    const char *op = rest_route(pss, req, &status_ok);
+    if (op == NULL) {
+        json_decref(req);
+        return http_error(wsi, 404, "not_found", "no such endpoint or method");
+    }
+    json_object_set_new(req, "op", json_string(op));
+    json_object_set_new(req, "id", json_integer(1));
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    if (text == NULL)
+        return http_error(wsi, 500, "internal", "out of memory");
+    struct gw_client *c = client_new(gw, wsi, 1);
+    if (c == NULL) {
+        free(text);
+        return http_error(wsi, 500, "internal", "out of memory");
+    }
+    pss->c = c;
+    pss->rest_status_ok = status_ok;
+    if (strcmp(op, "register") != 0 && strcmp(op, "login") != 0) {
+        const char *a = pss->auth;
+        int rv = CH_EUNAUTHORIZED;
+        if (strncmp(a, "Bearer ", 7) == 0)
+            rv = gw_auth_token(c, a + 7, strlen(a + 7));
+        if (rv != 0) {
+            free(text);
+            pss->c = NULL;
+            c->wsi = NULL;
+            client_free(c);
+            return http_error(wsi, 401, "unauthorized",
+                              rv == CH_ETOKEN_EXPIRED ? "token expired"
+                                                      : "missing or invalid bearer token");
+        }
+    }
+    gw_handle_request(c, text, strlen(text));
+    free(text);
+    return 0;
+}
+
+static void pss_http_reset(struct pss *pss)
+{
+    free(pss->body);
+    pss->body = NULL;
+    pss->body_len = 0;
+    pss->body_too_large = 0;
+    if (pss->c != NULL) {
+        pss->c->wsi = NULL;
+        client_free(pss->c);
+        pss->c = NULL;
+    }
+}
+
+static void copy_arg(struct lws *wsi, const char *name, char *out, int len)
+{
+    out[0] = 0;
+    if (lws_get_urlarg_by_name(wsi, name, out, len) == NULL)
+        out[0] = 0;
+    else
+        memmove(out, out + strlen(name), strlen(out + strlen(name)) + 1);
+}
+
+/* ---- the protocol callback ----------------------------------------------------------------- */
+
+static int ws_writeable(struct lws *wsi, struct gw_client *c)
+{
+    for (int i = 0; i < GW_WRITES_PER_CALLBACK; i++) {
+        struct fan_msg *m = sess_queue_peek(&c->q);
+        if (m == NULL)
+            break;
+        if (m->headroom < LWS_PRE)
+            return -1; /* every message is built with LWS_PRE headroom */
+        int len = (int)m->len;
+        int n = lws_write(wsi, fan_msg_payload(m), m->len, LWS_WRITE_TEXT);
+        sess_queue_pop(&c->q); /* may free m */
+        if (n < len)
+            return -1;
+        if (lws_send_pipe_choked(wsi))
+            break;
+    }
+    if (sess_queue_peek(&c->q) != NULL) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (c->closing) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
+static int ws_receive(struct lws *wsi, struct pss *pss, const void *in, size_t len)
+{
+    struct gw_client *c = pss->c;
+    struct gw *gw = c->gw;
+    size_t max = gw->cfg->gateway.max_frame;
+    if (lws_is_first_fragment(wsi)) {
+        pss->rx_len = 0;
+        pss->rx_binary = lws_frame_is_binary(wsi);
+        pss->rx_oversize = 0;
+    }
+    if (pss->rx_len + len > max) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)"message too large", 17);
+        return -1;
+    }
+    if (pss->rx_cap < pss->rx_len + len) {
+        size_t cap = pss->rx_cap ? pss->rx_cap : 4096;
+        while (cap < pss->rx_len + len)
+            cap *= 2;
+        uint8_t *p = realloc(pss->rx, cap);
+        if (p == NULL)
+            return -1;
+        pss->rx = p;
+        pss->rx_cap = cap;
+    }
+    memcpy(pss->rx + pss->rx_len, in, len);
+    pss->rx_len += len;
+    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
+        return 0;
+    if (c->closing)
+        return 0;
+    if (pss->rx_binary) {
+        char buf[160];
+        struct ch_wbuf b;
+        ch_wbuf_init(&b);
+        wire_reply_error(&b, "null", CH_EMALFORMED, "binary frames are not accepted: send JSON text", 0);
+        if (!ch_wbuf_error(&b))
+            gw_client_send_text(c, b.data, b.len);
+        ch_wbuf_free(&b);
+        (void)buf;
+    } else {
+        gw_handle_request(c, (const char *)pss->rx, pss->rx_len);
+    }
+    pss->rx_len = 0;
+    /* keep small buffers, give big ones back */
+    if (pss->rx_cap > 65536) {
+        free(pss->rx);
+        pss->rx = NULL;
+        pss->rx_cap = 0;
+    }
+    return 0;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct pss *pss = user;
+    struct gw *gw = lws_context_user(lws_get_context(wsi));
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED: {
+        char uri[64];
+        if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 ||
+            strcmp(uri, "/ws") != 0)
+            return -1;
+        if (gw->st.connections >= gw->cfg->gateway.max_connections) {
+            lws_close_reason(wsi, (enum lws_close_status)1013, NULL, 0);
+            return -1;
+        }
+        memset(pss, 0, sizeof *pss);
+        pss->c = client_new(gw, wsi, 0);
+        return pss->c ? 0 : -1;
+    }
+    case LWS_CALLBACK_RECEIVE:
+        if (pss->c == NULL)
+            return -1;
+        return ws_receive(wsi, pss, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (pss->c == NULL)
+            return -1;
+        return ws_writeable(wsi, pss->c);
+    case LWS_CALLBACK_CLOSED:
+        if (pss->c != NULL) {
+            pss->c->wsi = NULL;
+            client_free(pss->c);
+            pss->c = NULL;
+        }
+        free(pss->rx);
+        pss->rx = NULL;
+        return 0;
+
+    case LWS_CALLBACK_HTTP: {
+        const char *path = in;
+        char uri[256];
+        pss_http_reset(pss);
+        pss->method = 0;
+        if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0)
+            pss->method = 'G';
+        else if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_POST_URI) > 0)
+            pss->method = 'P';
+        else if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_DELETE_URI) > 0)
+            pss->method = 'D';
+        else
+            return http_error(wsi, 405, "bad_request", "method not allowed");
+        (void)path;
+        snprintf(pss->path, sizeof pss->path, "%s", uri);
+        if (strcmp(uri, "/healthz") == 0) {
+            char body[128];
+            int n = snprintf(body, sizeof body, "{\"status\":\"ok\",\"node\":%u}\n",
+                             gw->node_id);
+            return http_write(wsi, 200, body, (size_t)n);
+        }
+        if (strncmp(uri, "/api/v1/", 8) != 0)
+            return http_error(wsi, 404, "not_found", "no such endpoint");
+        copy_arg(wsi, "after=", pss->query_after, sizeof pss->query_after);
+        copy_arg(wsi, "before=", pss->query_before, sizeof pss->query_before);
+        copy_arg(wsi, "limit=", pss->query_limit, sizeof pss->query_limit);
+        pss->auth[0] = 0;
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) < (int)sizeof pss->auth)
+            lws_hdr_copy(wsi, pss->auth, sizeof pss->auth, WSI_TOKEN_HTTP_AUTHORIZATION);
+        if (pss->method == 'P')
+            return 0; /* wait for the body */
+        return rest_dispatch(wsi, pss);
+    }
+    case LWS_CALLBACK_HTTP_BODY:
+        if (pss->body_too_large)
+            return 0;
+        if (pss->body_len + len > GW_MAX_HTTP_BODY) {
+            pss->body_too_large = 1;
+            return 0;
+        }
+        {
+            uint8_t *p = realloc(pss->body, pss->body_len + len);
+            if (p == NULL)
+                return -1;
+            pss->body = p;
+            memcpy(pss->body + pss->body_len, in, len);
+            pss->body_len += len;
+        }
+        return 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return rest_dispatch(wsi, pss);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (pss->c == NULL || pss->c->http_reply == NULL)
+            return 0;
+        {
+            /* detach everything from pss first: the response completes the
+             * transaction, and libwebsockets then frees pss */
+            struct gw_client *c = pss->c;
+            unsigned status_ok = (unsigned)pss->rest_status_ok;
+            pss->c = NULL;
+            pss_http_reset(pss);
+            int rv = rest_respond(wsi, status_ok, c);
+            c->wsi = NULL;
+            client_free(c);
+            return rv;
+        }
+    case LWS_CALLBACK_CLOSED_HTTP:
+        pss_http_reset(pss);
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
 }
 
 static const struct lws_protocols protocols[] = {
-    {"http", http_cb, 0, 0, 0, NULL, 0},
+    {"chorus", callback, sizeof(struct pss), 65536, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -74,8 +622,42 @@ static void lws_log_bridge(int level, const char *line)
     ch_log(level == LLL_ERR ? CH_LOG_ERROR : CH_LOG_WARN, -1, "lws: %.*s", n, line);
 }
 
+/* The web client's directory: --web, else web/ beside the build directory. */
+static void find_web_dir(struct gw *gw, const char *web_dir)
+{
+    gw->web_dir[0] = 0;
+    if (web_dir != NULL) {
+        snprintf(gw->web_dir, sizeof gw->web_dir, "%s", web_dir);
+        return;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash == NULL)
+        return;
+    *slash = 0;
+    const char *tries[] = {"/../web", "/../../web", "/../share/chorus/web"};
+    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s%s/index.html", exe, tries[i]);
+        if (access(path, R_OK) == 0) {
+            char dir[PATH_MAX + 32];
+            snprintf(dir, sizeof dir, "%s%s", exe, tries[i]);
+            char real[PATH_MAX];
+            if (realpath(dir, real) != NULL)
+                snprintf(gw->web_dir, sizeof gw->web_dir, "%s", real);
+            return;
+        }
+    }
+}
+
+static struct lws_http_mount mount_web, mount_api, mount_health;
+
 int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
-            struct gw **out, char *err, size_t errlen)
+            const char *web_dir, struct gw **out, char *err, size_t errlen)
 {
     const struct cluster_node *self = cluster_node_by_id(cfg, node_id);
     *out = NULL;
@@ -88,7 +670,16 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
         snprintf(err, errlen, "out of memory");
         return CH_ENOMEM;
     }
+    gw->loop = loop;
+    gw->cfg = cfg;
     gw->node_id = node_id;
+    gw->headroom = LWS_PRE;
+    find_web_dir(gw, web_dir);
+    int rv = gw_core_open(gw, err, errlen);
+    if (rv != 0) {
+        *out = gw;
+        return rv;
+    }
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
 
     void *foreign_loops[1] = {loop};
@@ -99,24 +690,46 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
     info.foreign_loops = foreign_loops;
     info.user = gw;
     gw->ctx = lws_create_context(&info);
+    *out = gw; /* from here on the caller stops and frees it, also on failure */
     if (gw->ctx == NULL) {
-        free(gw);
         snprintf(err, errlen, "gateway: cannot create the libwebsockets context");
         return CH_EIO;
     }
-    *out = gw; /* from here on the caller stops and frees it, also on failure */
     struct lws_context_creation_info vinfo;
     memset(&vinfo, 0, sizeof vinfo);
     vinfo.port = self->gateway.port;
     vinfo.iface = self->gateway.host;
     vinfo.protocols = protocols;
     vinfo.vhost_name = "chorus";
+    /* /api and /healthz reach our callback; everything else is a web client file */
+    memset(&mount_api, 0, sizeof mount_api);
+    mount_api.mountpoint = "/api";
+    mount_api.mountpoint_len = 4;
+    mount_api.origin = "chorus";
+    mount_api.origin_protocol = LWSMPRO_CALLBACK;
+    memset(&mount_health, 0, sizeof mount_health);
+    mount_health.mountpoint = "/healthz";
+    mount_health.mountpoint_len = 8;
+    mount_health.origin = "chorus";
+    mount_health.origin_protocol = LWSMPRO_CALLBACK;
+    mount_api.mount_next = &mount_health;
+    if (gw->web_dir[0]) {
+        memset(&mount_web, 0, sizeof mount_web);
+        mount_web.mountpoint = "/";
+        mount_web.mountpoint_len = 1;
+        mount_web.origin = gw->web_dir;
+        mount_web.def = "index.html";
+        mount_web.origin_protocol = LWSMPRO_FILE;
+        mount_health.mount_next = &mount_web;
+    }
+    vinfo.mounts = &mount_api;
     if (lws_create_vhost(gw->ctx, &vinfo) == NULL) {
         snprintf(err, errlen, "gateway on %s:%u: cannot listen (port in use?)",
                  self->gateway.host, self->gateway.port);
         return CH_EIO;
     }
-    CH_INFO(-1, "gateway listening on http://%s:%u", self->gateway.host, self->gateway.port);
+    CH_INFO(-1, "gateway listening on http://%s:%u (web client: %s)", self->gateway.host,
+            self->gateway.port, gw->web_dir[0] ? gw->web_dir : "not found");
     return 0;
 }
 
@@ -124,14 +737,18 @@ void gw_stop(struct gw *gw)
 {
     if (gw == NULL || gw->stopped)
         return;
-    gw->stopped = 1;
-    lws_context_destroy(gw->ctx); /* first call: closes lws' handles on the loop */
+    gw->stopped = 1; /* clients closing now do not publish presence */
+    if (gw->ctx)
+        lws_context_destroy(gw->ctx); /* first call: closes lws' handles on the loop */
+    gw_core_stop(gw);
 }
 
 void gw_free(struct gw *gw)
 {
     if (gw == NULL)
         return;
-    lws_context_destroy(gw->ctx); /* second call, after uv_run: frees the context */
+    if (gw->ctx)
+        lws_context_destroy(gw->ctx); /* second call, after uv_run: frees the context */
+    gw_core_free(gw);
     free(gw);
 }

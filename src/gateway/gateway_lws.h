@@ -12,13 +12,21 @@ struct gw;
 
 /*
  * Starts serving on the node's gateway address, on `loop` (libwebsockets with a
- * foreign libuv loop: it never runs a loop of its own).  Serves GET /healthz so
- * far; the chat API and the web client are added by the gateways milestone.
- * Returns 0, or CH_EIO with a message (for example when the port is taken).
- * Whenever *out is set (also on failure) the caller must gw_stop and gw_free it.
+ * foreign libuv loop: it never runs a loop of its own): the WebSocket and REST
+ * chat API (docs/protocol.md), /healthz and the web client from web_dir (NULL:
+ * web/ found beside the binary's build directory).  The gateway reaches the
+ * stores through the cluster's client addresses, including this node's own.
+ * Returns 0, or CH_EIO / CH_ECONFIG with a message (for example when the port is
+ * taken or auth.secret is missing).  Whenever *out is set (also on failure) the
+ * caller must gw_stop and gw_free it.
  */
 int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
-            struct gw **out, char *err, size_t errlen);
+            const char *web_dir, struct gw **out, char *err, size_t errlen);
+
+/* Handler for ephemeral PUBLISH notices that reach this node's store RPC server
+ * (typing, presence from other gateways); data is the gw. */
+struct proto_publish;
+void gw_on_publish(void *data, const struct proto_publish *m);
 
 /*
  * Shutdown is two-phase because libwebsockets closes its libuv handles

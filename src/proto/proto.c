@@ -127,6 +127,11 @@ PROTO__DEFINE(SUBSCRIBED, subscribed, PROTO_SUBSCRIBED_FIELDS)
 PROTO__DEFINE(STREAM, stream, PROTO_STREAM_FIELDS)
 PROTO__DEFINE(STATUS, status, PROTO_STATUS_FIELDS)
 PROTO__DEFINE(STATUS_REPLY, status_reply, PROTO_STATUS_REPLY_FIELDS)
+PROTO__DEFINE(USER_GET, user_get, PROTO_USER_GET_FIELDS)
+PROTO__DEFINE(USER_GET_REPLY, user_get_reply, PROTO_USER_GET_REPLY_FIELDS)
+PROTO__DEFINE(USER_CONVS, user_convs, PROTO_USER_CONVS_FIELDS)
+PROTO__DEFINE(USER_CONVS_REPLY, user_convs_reply, PROTO_USER_CONVS_REPLY_FIELDS)
+PROTO__DEFINE(PUBLISH, publish, PROTO_PUBLISH_FIELDS)
 
 /* ---- repeated elements: appended to an open frame, no header of their own --------- */
 
@@ -144,6 +149,7 @@ PROTO__DEFINE_ELEMENT(result, PROTO_RESULT_FIELDS)
 PROTO__DEFINE_ELEMENT(member, PROTO_MEMBER_FIELDS)
 PROTO__DEFINE_ELEMENT(shard_status, PROTO_SHARD_STATUS_FIELDS)
 PROTO__DEFINE_ELEMENT(replica, PROTO_REPLICA_FIELDS)
+PROTO__DEFINE_ELEMENT(user_conv, PROTO_USER_CONV_FIELDS)
 
 void proto_put_error(struct ch_wbuf *b, uint64_t req_id, int err, uint32_t leader_hint,
                      uint64_t extra, const char *message)

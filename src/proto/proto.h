@@ -39,7 +39,12 @@
     M(SUBSCRIBED, 105, PROTO_SUBSCRIBED_FIELDS)                                    \
     M(STREAM, 106, PROTO_STREAM_FIELDS)                                            \
     M(STATUS, 6, PROTO_STATUS_FIELDS)                                              \
-    M(STATUS_REPLY, 107, PROTO_STATUS_REPLY_FIELDS)
+    M(STATUS_REPLY, 107, PROTO_STATUS_REPLY_FIELDS)                                \
+    M(USER_GET, 7, PROTO_USER_GET_FIELDS)                                          \
+    M(USER_GET_REPLY, 108, PROTO_USER_GET_REPLY_FIELDS)                            \
+    M(USER_CONVS, 8, PROTO_USER_CONVS_FIELDS)                                      \
+    M(USER_CONVS_REPLY, 109, PROTO_USER_CONVS_REPLY_FIELDS)                        \
+    M(PUBLISH, 9, PROTO_PUBLISH_FIELDS)
 
 /* err: CH_E* code; leader_hint: node id of the shard's leader if known, else 0;
  * extra: code-specific (CH_ETOOOLD: oldest retained index); message: for humans. */
@@ -56,9 +61,11 @@
 
 #define PROTO_FLAG_STALE_OK 1 /* history/conv_get: read this replica's state, no barrier */
 
-/* Semantics of after/before/limit as clog_history. */
+/* Semantics of after/before/limit as clog_history.  actor: when non-empty the
+ * read is refused with CH_ENOTMEMBER unless actor is a member (gateways pass the
+ * user; tools pass nothing). */
 #define PROTO_HISTORY_FIELDS(X)                                                    \
-    X(u64, conv) X(u64, after) X(u64, before) X(u32, limit) X(u8, flags)
+    X(u64, conv) X(u64, after) X(u64, before) X(u32, limit) X(u8, flags) X(str, actor)
 
 /* Repeated: n_events event records (clog_event.h). */
 #define PROTO_HISTORY_REPLY_FIELDS(X)                                              \
@@ -88,6 +95,34 @@
 #define PROTO_STATUS_REPLY_FIELDS(X)                                               \
     X(u32, node_id) X(u64, uptime_ms) X(str, version) X(u32, n_shards)
 
+/* A user record, read on the user's shard (flags: PROTO_FLAG_STALE_OK). */
+#define PROTO_USER_GET_FIELDS(X) X(str, user) X(u8, flags)
+#define PROTO_USER_GET_REPLY_FIELDS(X)                                             \
+    X(str, user) X(str, password_record) X(str, display_name) X(str, status)          \
+    X(bytes, settings) X(u64, created_ts) X(u64, last_seen) X(u8, disabled)
+
+/* The conversations of shard `shard` that `user` is a member of.
+ * Repeated: n_convs × proto_user_conv, ascending conversation id.  applied_index:
+ * the Raft index of the replica's state the answer was read from, comparable with
+ * the committed stream's indexes (a gateway uses it to tell whether its stream is
+ * ahead of the answer). */
+#define PROTO_USER_CONVS_FIELDS(X) X(str, user) X(u32, shard) X(u8, flags)
+#define PROTO_USER_CONVS_REPLY_FIELDS(X) X(u32, shard) X(u32, n_convs) X(u64, applied_index)
+
+/*
+ * An ephemeral notice between gateways (typing, presence): never committed, never
+ * answered (req_id 0).  The store RPC server hands it to the node's gateway.
+ * kind: PROTO_PUBLISH_*; origin: the sending node; state: typing on/off, online/off.
+ */
+#define PROTO_PUBLISH_FIELDS(X)                                                    \
+    X(u8, kind) X(u8, state) X(u32, origin) X(u64, conv) X(u64, ts) X(str, user)
+
+enum proto_publish_kind {
+    PROTO_PUBLISH_TYPING = 1,   /* user typing in conv */
+    PROTO_PUBLISH_PRESENCE = 2, /* user's connection count on origin went 0 <-> >0 */
+    PROTO_PUBLISH_HELLO = 3,    /* origin (re)connected: resend your presence to it */
+};
+
 /* Repeated element types. */
 #define PROTO_RESULT_FIELDS(X)                                                     \
     X(u16, err) X(u8, dup) X(u32, leader_hint) X(u64, conv) X(u64, seq) X(u64, ts)
@@ -101,6 +136,10 @@
     X(u64, conversations) X(u64, events) X(u32, n_replicas)
 
 #define PROTO_REPLICA_FIELDS(X) X(u32, node_id) X(u64, match_index)
+
+#define PROTO_USER_CONV_FIELDS(X)                                                  \
+    X(u64, conv) X(u8, kind) X(str, name) X(u64, last_seq) X(u64, delivered)          \
+    X(u64, read) X(u32, n_members)
 
 enum proto_role {
     PROTO_ROLE_UNAVAILABLE = 0,
@@ -152,6 +191,12 @@ struct proto_result { PROTO_RESULT_FIELDS(PROTO__FIELD) };
 struct proto_member { PROTO_MEMBER_FIELDS(PROTO__FIELD) };
 struct proto_shard_status { PROTO_SHARD_STATUS_FIELDS(PROTO__FIELD) };
 struct proto_replica { PROTO_REPLICA_FIELDS(PROTO__FIELD) };
+struct proto_user_get { PROTO_USER_GET_FIELDS(PROTO__FIELD) };
+struct proto_user_get_reply { PROTO_USER_GET_REPLY_FIELDS(PROTO__FIELD) };
+struct proto_user_convs { PROTO_USER_CONVS_FIELDS(PROTO__FIELD) };
+struct proto_user_convs_reply { PROTO_USER_CONVS_REPLY_FIELDS(PROTO__FIELD) };
+struct proto_publish { PROTO_PUBLISH_FIELDS(PROTO__FIELD) };
+struct proto_user_conv { PROTO_USER_CONV_FIELDS(PROTO__FIELD) };
 /* PONG shares PING's layout. */
 #define proto_pong proto_ping
 
@@ -173,6 +218,11 @@ PROTO__DECLARE(SUBSCRIBED, subscribed)
 PROTO__DECLARE(STREAM, stream)
 PROTO__DECLARE(STATUS, status)
 PROTO__DECLARE(STATUS_REPLY, status_reply)
+PROTO__DECLARE(USER_GET, user_get)
+PROTO__DECLARE(USER_GET_REPLY, user_get_reply)
+PROTO__DECLARE(USER_CONVS, user_convs)
+PROTO__DECLARE(USER_CONVS_REPLY, user_convs_reply)
+PROTO__DECLARE(PUBLISH, publish)
 #undef PROTO__DECLARE
 
 /* Repeated elements: append to an open frame / read from a body. */
@@ -184,6 +234,8 @@ void proto_put_shard_status(struct ch_wbuf *b, const struct proto_shard_status *
 int proto_get_shard_status(struct ch_rbuf *r, struct proto_shard_status *m);
 void proto_put_replica(struct ch_wbuf *b, const struct proto_replica *m);
 int proto_get_replica(struct ch_rbuf *r, struct proto_replica *m);
+void proto_put_user_conv(struct ch_wbuf *b, const struct proto_user_conv *m);
+int proto_get_user_conv(struct ch_rbuf *r, struct proto_user_conv *m);
 
 /*
  * Frames.  proto_encode_* starts a frame at the buffer's current end and records

@@ -35,6 +35,29 @@
  *    leave lose their cursors.
  *  - At most limits.max_events events per conversation (CH_ELIMIT).
  *  - Event ts = max(entry ts, conversation's last ts): monotonic per conversation.
+ *
+ * Users (the chat accounts that hash to this shard).  User ops carry conv 0 (any
+ * other value -> CH_EINVAL) and the user id as actor (1..64 bytes, CH_EINVAL); they
+ * emit no events and their result has seq 0.  The value is validated before the
+ * user is looked up.
+ *  - USER_CREATE: body = password record, 1..256 bytes, opaque to clog (CH_EINVAL /
+ *    CH_ETOOLARGE); name = display name, 0..64 bytes (CH_ETOOLARGE), empty meaning
+ *    "show the user id".  Status and settings start empty, last_seen 0, enabled;
+ *    created_ts and the result ts are the entry ts.  If the user exists: the same
+ *    password record byte-for-byte is an idempotent retry (ok, dup, ts = created_ts,
+ *    whatever the display name), anything else -> CH_EEXISTS.
+ *  - USER_UPDATE: kind = the field (CH_EINVAL when unknown).  DISPLAY_NAME from name
+ *    (0..64 bytes), STATUS from body (0..256), SETTINGS from body (0..4096, opaque),
+ *    PASSWORD from body (1..256): empty where not allowed -> CH_EINVAL, too long ->
+ *    CH_ETOOLARGE.  DISABLED from ref_seq (0 or 1, else CH_EINVAL).  LAST_SEEN from
+ *    ref_seq (ms) only moves forward: a value not above the stored one is ok with
+ *    dup.  Then an unknown user -> CH_ENOUSER; setting a field to the value it
+ *    already has is ok with dup and changes nothing.  The result ts is the entry ts.
+ *  - Disabling a user changes nothing else here: refusing a disabled user's
+ *    requests (CH_EUSER_DISABLED) is the gateway's job.
+ *  - Membership does not require a user record (members may live on other shards).
+ *    The per-user conversation index (clog_user_convs_foreach) follows CREATE,
+ *    ADD_MEMBER, REMOVE_MEMBER and LEAVE; it is derived and rebuilt on restore.
  */
 #include "clog_internal.h"
 
@@ -101,6 +124,8 @@ int clog_create(const struct clog_limits *limits, struct clog **out)
     else
         clog_limits_default(&c->limits);
     ch_map_init(&c->convs);
+    ch_map_init(&c->users);
+    ch_map_init(&c->user_convs);
     ch_wbuf_init(&c->scratch);
     ch_wbuf_init(&c->tmp);
     *out = c;
@@ -147,6 +172,8 @@ void clog_destroy(struct clog *c)
     if (c == NULL)
         return;
     clog__free_all(&c->convs);
+    clog__users_free_all(&c->users);
+    clog__uconv_free_all(&c->user_convs);
     ch_wbuf_free(&c->scratch);
     ch_wbuf_free(&c->tmp);
     free(c);
@@ -248,7 +275,241 @@ static void member_remove(struct clog_conv *cv, struct clog_member_rec *m)
     free(m);
 }
 
-/* ---- idempotency index ------------------------------------------------------------- */
+static struct ch_slice member_user(const struct clog_member_rec *m)
+{
+    struct ch_slice u = {(const uint8_t *)m->user, m->user_len};
+    return u;
+}
+
+/* ---- users ------------------------------------------------------------------------ */
+
+static struct ch_slice blob_slice(const struct clog_blob *b)
+{
+    struct ch_slice s = {b->ptr, b->len};
+    return s;
+}
+
+/* A copy of s (NULL pointer when empty); 0 or CH_ENOMEM. */
+static int blob_copy(struct clog_blob *b, struct ch_slice s)
+{
+    b->ptr = NULL;
+    b->len = 0;
+    if (s.len == 0)
+        return 0;
+    b->ptr = malloc(s.len);
+    if (b->ptr == NULL)
+        return CH_ENOMEM;
+    memcpy(b->ptr, s.ptr, s.len);
+    b->len = (uint32_t)s.len;
+    return 0;
+}
+
+struct clog_user_rec *clog__user_new(struct ch_slice user,
+                                     struct ch_slice password_record,
+                                     struct ch_slice display_name, struct ch_slice status,
+                                     struct ch_slice settings)
+{
+    struct clog_user_rec *u = calloc(1, sizeof *u + user.len);
+    if (u == NULL)
+        return NULL;
+    u->user_len = (uint16_t)user.len;
+    memcpy(u->user, user.ptr, user.len);
+    if (blob_copy(&u->password_record, password_record) != 0 ||
+        blob_copy(&u->display_name, display_name) != 0 ||
+        blob_copy(&u->status, status) != 0 || blob_copy(&u->settings, settings) != 0) {
+        clog__user_free(u);
+        return NULL;
+    }
+    return u;
+}
+
+void clog__user_free(struct clog_user_rec *u)
+{
+    if (u == NULL)
+        return;
+    free(u->password_record.ptr);
+    free(u->display_name.ptr);
+    free(u->status.ptr);
+    free(u->settings.ptr);
+    free(u);
+}
+
+void clog__users_free_all(struct ch_map *users)
+{
+    size_t it = 0;
+    const struct ch_map_slot *slot;
+    while (ch_map_next(users, &it, &slot))
+        clog__user_free(slot->val);
+    ch_map_free(users);
+}
+
+static struct clog_user_rec *user_find(const struct clog *c, struct ch_slice user)
+{
+    return ch_map_get(&c->users, user.ptr, user.len);
+}
+
+/* Ascending byte order of user id; a prefix sorts first. */
+static int cmp_user(const void *a, const void *b)
+{
+    const struct clog_user_rec *x = *(const struct clog_user_rec *const *)a;
+    const struct clog_user_rec *y = *(const struct clog_user_rec *const *)b;
+    size_t n = x->user_len < y->user_len ? x->user_len : y->user_len;
+    int r = memcmp(x->user, y->user, n);
+    if (r != 0)
+        return r;
+    return (x->user_len > y->user_len) - (x->user_len < y->user_len);
+}
+
+struct clog_user_rec **clog__sorted_users(const struct ch_map *users, size_t *n, int *oom)
+{
+    *n = 0;
+    *oom = 0;
+    if (users->count == 0)
+        return NULL;
+    struct clog_user_rec **v = malloc(users->count * sizeof *v);
+    if (v == NULL) {
+        *oom = 1;
+        return NULL;
+    }
+    size_t it = 0;
+    const struct ch_map_slot *slot;
+    while (ch_map_next(users, &it, &slot))
+        v[(*n)++] = slot->val;
+    qsort(v, *n, sizeof *v, cmp_user);
+    return v;
+}
+
+/* ---- per-user conversation index -------------------------------------------------- */
+
+static struct clog_user_convs *uconv_get(const struct ch_map *index, struct ch_slice user)
+{
+    return ch_map_get(index, user.ptr, user.len);
+}
+
+/* Position of the first id >= conv. */
+static uint32_t uconv_lower_bound(const struct clog_user_convs *e, uint64_t conv)
+{
+    uint32_t lo = 0, hi = e->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (e->ids[mid] < conv)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void uconv_drop(struct ch_map *index, struct clog_user_convs *e)
+{
+    ch_map_del(index, e->user, e->user_len);
+    free(e->ids);
+    free(e);
+}
+
+int clog__uconv_reserve(struct ch_map *index, struct ch_slice user)
+{
+    struct clog_user_convs *e = uconv_get(index, user);
+    if (e == NULL) {
+        e = malloc(sizeof *e + user.len);
+        if (e == NULL)
+            return CH_ENOMEM;
+        e->ids = NULL;
+        e->n = 0;
+        e->cap = 0;
+        e->user_len = (uint16_t)user.len;
+        memcpy(e->user, user.ptr, user.len);
+        if (ch_map_put(index, e->user, user.len, e) != 0) {
+            free(e);
+            return CH_ENOMEM;
+        }
+    }
+    if (e->n < e->cap)
+        return 0;
+    if (e->cap > UINT32_MAX / 2) /* cannot happen: fewer conversations than that */
+        return CH_ENOMEM;
+    uint32_t cap = e->cap ? e->cap * 2 : 2;
+    uint64_t *ids = realloc(e->ids, (size_t)cap * sizeof *ids);
+    if (ids == NULL) {
+        if (e->n == 0)
+            uconv_drop(index, e);
+        return CH_ENOMEM;
+    }
+    e->ids = ids;
+    e->cap = cap;
+    return 0;
+}
+
+void clog__uconv_insert(struct ch_map *index, struct ch_slice user, uint64_t conv)
+{
+    struct clog_user_convs *e = uconv_get(index, user);
+    if (e == NULL || e->n == e->cap) /* no reservation: a bug, never overflow */
+        return;
+    uint32_t at = uconv_lower_bound(e, conv);
+    if (at < e->n && e->ids[at] == conv)
+        return;
+    memmove(e->ids + at + 1, e->ids + at, (size_t)(e->n - at) * sizeof *e->ids);
+    e->ids[at] = conv;
+    e->n++;
+}
+
+void clog__uconv_release(struct ch_map *index, struct ch_slice user)
+{
+    struct clog_user_convs *e = uconv_get(index, user);
+    if (e != NULL && e->n == 0)
+        uconv_drop(index, e);
+}
+
+void clog__uconv_remove(struct ch_map *index, struct ch_slice user, uint64_t conv)
+{
+    struct clog_user_convs *e = uconv_get(index, user);
+    if (e == NULL)
+        return;
+    uint32_t at = uconv_lower_bound(e, conv);
+    if (at == e->n || e->ids[at] != conv)
+        return;
+    memmove(e->ids + at, e->ids + at + 1, (size_t)(e->n - at - 1) * sizeof *e->ids);
+    e->n--;
+    if (e->n == 0) {
+        uconv_drop(index, e);
+        return;
+    }
+    /* give memory back after a user left most of their conversations */
+    if (e->cap >= 16 && e->n <= e->cap / 4) {
+        uint64_t *ids = realloc(e->ids, (size_t)(e->cap / 2) * sizeof *ids);
+        if (ids != NULL) {
+            e->ids = ids;
+            e->cap /= 2;
+        }
+    }
+}
+
+void clog__uconv_free_all(struct ch_map *index)
+{
+    size_t it = 0;
+    const struct ch_map_slot *slot;
+    while (ch_map_next(index, &it, &slot)) {
+        struct clog_user_convs *e = slot->val;
+        free(e->ids);
+        free(e);
+    }
+    ch_map_free(index);
+}
+
+int clog__uconv_add_conv(struct ch_map *index, const struct clog_conv *cv)
+{
+    for (uint32_t i = 0; i < cv->order_len; i++) {
+        if (cv->order[i] == NULL)
+            continue;
+        struct ch_slice u = member_user(cv->order[i]);
+        if (clog__uconv_reserve(index, u) != 0)
+            return CH_ENOMEM;
+        clog__uconv_insert(index, u, cv->id);
+    }
+    return 0;
+}
+
+/* ---- idempotency index ------------------------------------------------------------ */
 
 uint64_t clog__idem_hash(struct ch_slice actor, struct ch_slice cmid)
 {
@@ -388,9 +649,13 @@ static int apply_create(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
         return CH_EINVAL;
     struct clog_conv *existing = clog__conv_get(c, cmd->conv);
     if (existing != NULL) {
+        /* Idempotent: a re-create by the creator, and for a direct conversation a
+         * create by its other member (gateways derive a direct conversation's id
+         * from the pair, so both sides name the same one). */
         struct clog_event first;
         if (existing->kind == cmd->kind && decode_at(existing, 1, &first) == 0 &&
-            ch_slice_eq(first.actor, cmd->actor)) {
+            (ch_slice_eq(first.actor, cmd->actor) ||
+             (cmd->kind == CLOG_DIRECT && member_find(existing, cmd->actor) != NULL))) {
             res->dup = 1;
             res->seq = 1;
             res->ts = first.ts;
@@ -457,18 +722,28 @@ static int apply_create(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
         clog__conv_free(cv);
         return rv;
     }
+    /* room in every member's conversation index first, so that emitting the event
+     * stays the last step that can fail (the members are distinct users) */
+    uint32_t reserved = 0;
+    while (reserved < cv->order_len &&
+           clog__uconv_reserve(&c->user_convs, member_user(cv->order[reserved])) == 0)
+        reserved++;
     struct clog_event ev;
     event_init(&ev, CLOG_EV_CREATED, cv, cmd, ts);
     ev.kind = cmd->kind;
     ev.body = cmd->name;
     ev.members.ptr = mb->data;
     ev.members.len = mb->len;
-    rv = emit(c, cv, &ev, 0, out, 0);
+    rv = reserved < cv->order_len ? CH_ENOMEM : emit(c, cv, &ev, 0, out, 0);
     if (rv != 0) {
+        for (uint32_t i = 0; i < reserved; i++)
+            clog__uconv_release(&c->user_convs, member_user(cv->order[i]));
         ch_map_del(&c->convs, &cv->id, sizeof cv->id);
         clog__conv_free(cv);
         return rv;
     }
+    for (uint32_t i = 0; i < cv->order_len; i++)
+        clog__uconv_insert(&c->user_convs, member_user(cv->order[i]), cv->id);
     res->seq = ev.seq;
     res->ts = ev.ts;
     return 0;
@@ -493,9 +768,126 @@ static int check_body(const struct clog *c, struct ch_slice body)
     return body.len > c->limits.max_body ? CH_ETOOLARGE : 0;
 }
 
+/* ---- user ops --------------------------------------------------------------------- */
+
+static int apply_user_create(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
+                             struct clog_result *res)
+{
+    if (cmd->body.len == 0)
+        return CH_EINVAL;
+    if (cmd->body.len > CLOG_MAX_PASSWORD_RECORD || cmd->name.len > CLOG_MAX_DISPLAY_NAME)
+        return CH_ETOOLARGE;
+    const struct clog_user_rec *existing = user_find(c, cmd->actor);
+    if (existing != NULL) {
+        if (!ch_slice_eq(blob_slice(&existing->password_record), cmd->body))
+            return CH_EEXISTS;
+        res->dup = 1;
+        res->ts = existing->created_ts;
+        return 0;
+    }
+    struct ch_slice none = {NULL, 0};
+    struct clog_user_rec *u =
+        clog__user_new(cmd->actor, cmd->body, cmd->name, none, none);
+    if (u == NULL)
+        return CH_ENOMEM;
+    u->created_ts = ts;
+    if (ch_map_put(&c->users, u->user, u->user_len, u) != 0) {
+        clog__user_free(u);
+        return CH_ENOMEM;
+    }
+    res->ts = ts;
+    return 0;
+}
+
+/* Replaces a blob field unless it already holds value (then dup).  0 or CH_ENOMEM. */
+static int set_blob(struct clog_blob *field, struct ch_slice value,
+                    struct clog_result *res)
+{
+    if (ch_slice_eq(blob_slice(field), value)) {
+        res->dup = 1;
+        return 0;
+    }
+    struct clog_blob copy;
+    if (blob_copy(&copy, value) != 0)
+        return CH_ENOMEM;
+    free(field->ptr);
+    *field = copy;
+    return 0;
+}
+
+static int apply_user_update(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
+                             struct clog_result *res)
+{
+    struct ch_slice value = cmd->body;
+    size_t min = 0, max = 0;
+    switch (cmd->kind) {
+    case CLOG_USER_DISPLAY_NAME:
+        value = cmd->name;
+        max = CLOG_MAX_DISPLAY_NAME;
+        break;
+    case CLOG_USER_STATUS:
+        max = CLOG_MAX_STATUS;
+        break;
+    case CLOG_USER_SETTINGS:
+        max = CLOG_MAX_SETTINGS;
+        break;
+    case CLOG_USER_PASSWORD:
+        min = 1;
+        max = CLOG_MAX_PASSWORD_RECORD;
+        break;
+    case CLOG_USER_DISABLED:
+        if (cmd->ref_seq > 1)
+            return CH_EINVAL;
+        break;
+    case CLOG_USER_LAST_SEEN:
+        break;
+    default:
+        return CH_EINVAL;
+    }
+    if (max != 0) {
+        if (value.len < min)
+            return CH_EINVAL;
+        if (value.len > max)
+            return CH_ETOOLARGE;
+    }
+    struct clog_user_rec *u = user_find(c, cmd->actor);
+    if (u == NULL)
+        return CH_ENOUSER;
+    res->ts = ts;
+    switch (cmd->kind) {
+    case CLOG_USER_DISPLAY_NAME:
+        return set_blob(&u->display_name, value, res);
+    case CLOG_USER_STATUS:
+        return set_blob(&u->status, value, res);
+    case CLOG_USER_SETTINGS:
+        return set_blob(&u->settings, value, res);
+    case CLOG_USER_PASSWORD:
+        return set_blob(&u->password_record, value, res);
+    case CLOG_USER_DISABLED:
+        if (u->disabled == cmd->ref_seq)
+            res->dup = 1;
+        u->disabled = (uint8_t)cmd->ref_seq;
+        return 0;
+    default: /* CLOG_USER_LAST_SEEN */
+        if (cmd->ref_seq <= u->last_seen)
+            res->dup = 1;
+        else
+            u->last_seen = cmd->ref_seq;
+        return 0;
+    }
+}
+
+/* ---- dispatch --------------------------------------------------------------------- */
+
 static int apply_cmd(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
                      struct clog_result *res, struct clog_output *out)
 {
+    if (cmd->op == CLOG_OP_USER_CREATE || cmd->op == CLOG_OP_USER_UPDATE) {
+        if (cmd->conv != 0 || !valid_user(cmd->actor))
+            return CH_EINVAL;
+        return cmd->op == CLOG_OP_USER_CREATE ? apply_user_create(c, cmd, ts, res)
+                                              : apply_user_update(c, cmd, ts, res);
+    }
     if (cmd->conv == 0 || !valid_user(cmd->actor))
         return CH_EINVAL;
     if (cmd->op == CLOG_OP_CREATE)
@@ -556,16 +948,22 @@ static int apply_cmd(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
         }
         if (cv->n_members >= c->limits.max_members)
             return CH_ELIMIT;
-        if (clog__member_add(cv, cmd->target, role, NULL) != 0)
+        if (clog__uconv_reserve(&c->user_convs, cmd->target) != 0)
             return CH_ENOMEM;
+        if (clog__member_add(cv, cmd->target, role, NULL) != 0) {
+            clog__uconv_release(&c->user_convs, cmd->target);
+            return CH_ENOMEM;
+        }
         event_init(&ev, CLOG_EV_MEMBER_ADDED, cv, cmd, ts);
         ev.target = cmd->target;
         ev.kind = role;
         rv = emit(c, cv, &ev, 0, out, 0);
         if (rv != 0) {
             member_remove(cv, member_find(cv, cmd->target));
+            clog__uconv_release(&c->user_convs, cmd->target);
             return rv;
         }
+        clog__uconv_insert(&c->user_convs, cmd->target, cv->id);
         break;
     }
     case CLOG_OP_REMOVE_MEMBER: {
@@ -588,6 +986,7 @@ static int apply_cmd(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
         rv = emit(c, cv, &ev, 0, out, 0);
         if (rv != 0)
             return rv;
+        clog__uconv_remove(&c->user_convs, cmd->target, cv->id);
         member_remove(cv, t);
         break;
     }
@@ -611,6 +1010,7 @@ static int apply_cmd(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
             return rv;
         if (heir)
             heir->role = CLOG_ROLE_OWNER;
+        clog__uconv_remove(&c->user_convs, cmd->actor, cv->id);
         member_remove(cv, actor);
         break;
     }
@@ -761,7 +1161,7 @@ int clog_apply(struct clog *c, const void *entry, size_t len, struct clog_output
     return 0;
 }
 
-/* ---- reads -------------------------------------------------------------------------- */
+/* ---- reads ------------------------------------------------------------------------ */
 
 int clog_conv_info(const struct clog *c, uint64_t conv, struct clog_conv_info *info)
 {
@@ -915,9 +1315,42 @@ int clog_convs_foreach(const struct clog *c, int (*fn)(void *arg, uint64_t conv)
     return rv;
 }
 
+int clog_user_get(const struct clog *c, struct ch_slice user, struct clog_user *out)
+{
+    const struct clog_user_rec *u = user_find(c, user);
+    if (u == NULL)
+        return CH_ENOUSER;
+    memset(out, 0, sizeof *out);
+    out->user.ptr = (const uint8_t *)u->user;
+    out->user.len = u->user_len;
+    out->password_record = blob_slice(&u->password_record);
+    out->display_name = u->display_name.len ? blob_slice(&u->display_name) : out->user;
+    out->status = blob_slice(&u->status);
+    out->settings = blob_slice(&u->settings);
+    out->created_ts = u->created_ts;
+    out->last_seen = u->last_seen;
+    out->disabled = u->disabled;
+    return 0;
+}
+
+int clog_user_convs_foreach(const struct clog *c, struct ch_slice user,
+                            int (*fn)(void *arg, uint64_t conv), void *arg)
+{
+    const struct clog_user_convs *e = uconv_get(&c->user_convs, user);
+    if (e == NULL)
+        return 0;
+    for (uint32_t i = 0; i < e->n; i++) {
+        int rv = fn(arg, e->ids[i]);
+        if (rv != 0)
+            return rv;
+    }
+    return 0;
+}
+
 void clog_stats(const struct clog *c, struct clog_stats *st)
 {
     st->conversations = c->convs.count;
+    st->users = c->users.count;
     st->events = c->events;
     st->event_bytes = c->event_bytes;
     st->idempotency_keys = c->idem_keys;
@@ -947,5 +1380,23 @@ uint64_t clog_digest(const struct clog *c)
         h = ch_hash64(h, cv->flags, cv->n_events);
     }
     free(ids);
-    return ch_mix64(h) ^ (oom ? 0xdeadull : 0);
+    /* users, in id order; with none the digest is what it was before users existed */
+    size_t n_users;
+    int users_oom;
+    struct clog_user_rec **users = clog__sorted_users(&c->users, &n_users, &users_oom);
+    for (size_t i = 0; i < n_users; i++) {
+        const struct clog_user_rec *u = users[i];
+        uint64_t fixed[4] = {u->user_len, u->created_ts, u->last_seen, u->disabled};
+        h = ch_hash64(h, fixed, sizeof fixed);
+        h = ch_hash64(h, u->user, u->user_len);
+        const struct clog_blob *fields[4] = {&u->password_record, &u->display_name,
+                                             &u->status, &u->settings};
+        for (int k = 0; k < 4; k++) {
+            uint64_t len = fields[k]->len;
+            h = ch_hash64(h, &len, sizeof len);
+            h = ch_hash64(h, fields[k]->ptr, fields[k]->len);
+        }
+    }
+    free(users);
+    return ch_mix64(h) ^ (oom || users_oom ? 0xdeadull : 0);
 }

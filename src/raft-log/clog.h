@@ -12,8 +12,10 @@
 /*
  * A shard's state machine owns many conversations: their members and roles,
  * the contiguous per-conversation event sequence, per-member delivered/read
- * cursors and the idempotency index.  Replicas apply the same committed entries
- * in the same order and so hold the same state (clog_digest proves it).
+ * cursors and the idempotency index.  It also owns the users (chat accounts)
+ * that hash to the shard: password record, profile, settings, disabled flag and
+ * last-seen time.  Replicas apply the same committed entries in the same order
+ * and so hold the same state (clog_digest proves it).
  *
  * Idempotency: a POST/EDIT/DELETE/REACT carrying a client_msg_id is recorded
  * under (conversation, actor, client_msg_id) for the life of the conversation,
@@ -42,9 +44,10 @@ void clog_destroy(struct clog *c);
 struct clog_result {
     uint16_t err;  /* 0 or a CH_E* code */
     uint8_t dup;   /* 1: idempotent repeat, nothing changed, seq is the first result */
-    uint64_t conv;
+    uint64_t conv; /* the command's conversation (0 for user ops) */
     uint64_t seq;  /* seq of the event the command produced (0 when none) */
-    uint64_t ts;   /* the event's ts */
+    uint64_t ts;   /* the event's ts; user ops: the user's created_ts for USER_CREATE,
+                      the entry ts for USER_UPDATE */
 };
 
 /*
@@ -135,8 +138,32 @@ int clog_history(const struct clog *c, uint64_t conv, uint64_t after, uint64_t b
 /* Calls fn for each conversation id in ascending order (for dumps and tests). */
 int clog_convs_foreach(const struct clog *c, int (*fn)(void *arg, uint64_t conv), void *arg);
 
+/* One user (chat account) of this shard, as stored by USER_CREATE / USER_UPDATE. */
+struct clog_user {
+    struct ch_slice user;
+    struct ch_slice password_record; /* opaque, 1..CLOG_MAX_PASSWORD_RECORD bytes */
+    struct ch_slice display_name;    /* as set, or the user id when none was set */
+    struct ch_slice status;          /* may be empty */
+    struct ch_slice settings;        /* opaque (the gateway stores JSON); may be empty */
+    uint64_t created_ts;             /* ts of the USER_CREATE entry */
+    uint64_t last_seen;              /* ms; 0 until first set */
+    uint8_t disabled;                /* 0 or 1 */
+};
+
+/* Looks up a user of this shard; slices valid until the next apply/restore.
+ * 0 or CH_ENOUSER. */
+int clog_user_get(const struct clog *c, struct ch_slice user, struct clog_user *out);
+
+/* Calls fn for every conversation of this shard that `user` is a member of, in
+ * ascending conversation id order; stops when fn returns non-zero and returns that
+ * value.  0 when the user is a member of none (users need not exist in the users
+ * table to be members). */
+int clog_user_convs_foreach(const struct clog *c, struct ch_slice user,
+                            int (*fn)(void *arg, uint64_t conv), void *arg);
+
 struct clog_stats {
     uint64_t conversations;
+    uint64_t users;
     uint64_t events;
     uint64_t event_bytes;
     uint64_t idempotency_keys;
@@ -151,7 +178,10 @@ void clog_stats(const struct clog *c, struct clog_stats *st);
  * Layout: u32 magic "CHS1" | u16 version | u16 flags (bit 0 lz4) | u64 raw_len |
  * u64 stored_len | u32 crc32c(stored payload) | u32 crc32c(header fields above) |
  * payload.  The raw payload lists conversations in ascending id order with their
- * metadata, members (join order, role, cursors) and event records.
+ * metadata, members (join order, role, cursors) and event records, then (version
+ * 2) the users in ascending byte order of user id with all their fields.  Version 1
+ * snapshots (no users) still restore.  The per-user conversation index is derived
+ * from the members and rebuilt on restore.
  */
 
 /*
@@ -169,8 +199,8 @@ int clog_restore(struct clog *c, const void *buf, size_t len);
 
 /*
  * 64-bit digest of the logical state: conversations, members with roles and
- * cursors, every event record.  Independent of hash-table layout and of
- * whether the state came from applies or a restore.
+ * cursors, every event record, and every field of every user.  Independent of
+ * hash-table layout and of whether the state came from applies or a restore.
  */
 uint64_t clog_digest(const struct clog *c);
 

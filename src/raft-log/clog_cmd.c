@@ -11,8 +11,9 @@ const char *clog_op_name(int op)
 {
     static const char *const names[] = {
         "?", "create", "add_member", "remove_member", "leave", "post",
-        "edit", "delete", "react", "cursor",
+        "edit", "delete", "react", "cursor", "user_create", "user_update",
     };
+    _Static_assert(sizeof names / sizeof names[0] == CLOG_OP__MAX, "one name per op");
     if (op <= 0 || op >= CLOG_OP__MAX)
         return "?";
     return names[op];

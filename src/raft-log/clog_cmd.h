@@ -15,6 +15,12 @@
 #define CLOG_MAX_MEMBERS_BLOB (8u << 20) /* encoded member list bytes */
 #define CLOG_MAX_ENTRY (32u << 20)     /* one decoded Raft entry payload */
 
+/* Bounds of user fields (the state machine enforces them: CH_EINVAL / CH_ETOOLARGE). */
+#define CLOG_MAX_PASSWORD_RECORD 256 /* opaque password record bytes (1..) */
+#define CLOG_MAX_DISPLAY_NAME 64     /* display name bytes (0..: empty = the user id) */
+#define CLOG_MAX_STATUS 256          /* status text bytes */
+#define CLOG_MAX_SETTINGS 4096       /* settings bytes, opaque (gateway: JSON) */
+
 enum clog_op {
     CLOG_OP_CREATE = 1,    /* conv, actor, kind, name, members: create a conversation */
     CLOG_OP_ADD_MEMBER,    /* conv, actor, target, kind = role */
@@ -26,6 +32,11 @@ enum clog_op {
     CLOG_OP_REACT,         /* conv, actor, client_msg_id, ref_seq, body = emoji,
                               kind = CLOG_REACT_ADD | CLOG_REACT_REMOVE */
     CLOG_OP_CURSOR,        /* conv, actor, kind = CLOG_CURSOR_*, ref_seq = up-to seq */
+    /* User ops: conv is 0, actor is the user id; they emit no events. */
+    CLOG_OP_USER_CREATE,   /* actor, body = password record, name = display name */
+    CLOG_OP_USER_UPDATE,   /* actor, kind = CLOG_USER_* field; the value in name
+                              (DISPLAY_NAME), body (STATUS, SETTINGS, PASSWORD) or
+                              ref_seq (DISABLED, LAST_SEEN) */
     CLOG_OP__MAX
 };
 
@@ -33,8 +44,18 @@ enum clog_kind { CLOG_DIRECT = 1, CLOG_GROUP = 2 };
 enum clog_role { CLOG_ROLE_OWNER = 1, CLOG_ROLE_ADMIN = 2, CLOG_ROLE_MEMBER = 3 };
 enum clog_cursor_kind { CLOG_CURSOR_DELIVERED = 1, CLOG_CURSOR_READ = 2 };
 enum clog_react_kind { CLOG_REACT_ADD = 1, CLOG_REACT_REMOVE = 2 };
+/* The field a USER_UPDATE sets. */
+enum clog_user_field {
+    CLOG_USER_DISPLAY_NAME = 1, /* name, 0..CLOG_MAX_DISPLAY_NAME bytes */
+    CLOG_USER_STATUS,           /* body, 0..CLOG_MAX_STATUS bytes */
+    CLOG_USER_SETTINGS,         /* body, 0..CLOG_MAX_SETTINGS bytes */
+    CLOG_USER_PASSWORD,         /* body, 1..CLOG_MAX_PASSWORD_RECORD bytes */
+    CLOG_USER_DISABLED,         /* ref_seq, 0 or 1 */
+    CLOG_USER_LAST_SEEN         /* ref_seq, ms; only moves forward */
+};
 
-/* Name of an op ("post", "create", ...) for logs and tools; "?" when unknown. */
+/* Name of an op ("post", "create", "user_create", ...) for logs and tools; "?" when
+ * unknown. */
 const char *clog_op_name(int op);
 
 /*

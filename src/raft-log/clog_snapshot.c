@@ -5,15 +5,23 @@
  *                      u64 raw_len | u64 stored_len | u32 crc32c(stored payload) |
  *                      u32 crc32c(the 28 header bytes before it)
  *   raw payload:       u64 applied_entries | u64 applied_commands | u64 n_convs |
- *                      n_convs × conversation (ascending id)
+ *                      n_convs × conversation (ascending id) |
+ *                      u64 n_users | n_users × user (ascending byte order of id)
  *   conversation:      u64 id | u64 last_ts | u64 n_events | u32 n_members |
  *                      n_members × (str16 user, u8 role, u64 delivered, u64 read)
  *                      in join order | u64 arena_len | event records
+ *   user:              str16 user | u64 created_ts | u64 last_seen | u8 disabled |
+ *                      str16 password_record | str16 display_name | str16 status |
+ *                      str16 settings
+ *
+ * Version 1 is the same without the users section (n_users and the users); it
+ * still restores, with no users.  Snapshots are always written as version 2.
  *
  * Restore validates every byte (checksums, then every record: seq contiguous,
- * conversation id, first event CREATED, members valid and unique) while building
- * a complete new state beside the current one, and swaps only on success.
- * Deletion marks and the idempotency index are derived from the events.
+ * conversation id, first event CREATED, members valid and unique, users strictly
+ * ascending with fields in bounds) while building a complete new state beside the
+ * current one, and swaps only on success.  Deletion marks, the idempotency index
+ * and the per-user conversation index are derived from the conversations.
  */
 #include <lz4.h>
 #include <stdlib.h>
@@ -23,7 +31,9 @@
 #include "clog_internal.h"
 
 #define SNAP_MAGIC 0x31534843u /* "CHS1" */
-#define SNAP_VERSION 1
+#define SNAP_VERSION 2
+#define SNAP_VERSION_NO_USERS 1 /* oldest version restore accepts */
+#define SNAP_USER_MIN_SIZE 29   /* a user record's smallest encoding */
 #define SNAP_FLAG_LZ4 1
 #define SNAP_HEADER 32
 #define SNAP_MAX_RAW (UINT64_C(1) << 40)
@@ -48,6 +58,25 @@ static void put_conv(struct ch_wbuf *b, const struct clog_conv *cv)
     ch_put_raw(b, cv->arena, cv->arena_len);
 }
 
+static void put_blob(struct ch_wbuf *b, const struct clog_blob *blob)
+{
+    struct ch_slice s = {blob->ptr, blob->len};
+    ch_put_str16(b, s);
+}
+
+static void put_user(struct ch_wbuf *b, const struct clog_user_rec *u)
+{
+    struct ch_slice id = {(const uint8_t *)u->user, u->user_len};
+    ch_put_str16(b, id);
+    ch_put_u64(b, u->created_ts);
+    ch_put_u64(b, u->last_seen);
+    ch_put_u8(b, u->disabled);
+    put_blob(b, &u->password_record);
+    put_blob(b, &u->display_name);
+    put_blob(b, &u->status);
+    put_blob(b, &u->settings);
+}
+
 int clog_snapshot(const struct clog *c, void *(*alloc)(size_t), uint8_t **out, size_t *len)
 {
     size_t n;
@@ -55,6 +84,12 @@ int clog_snapshot(const struct clog *c, void *(*alloc)(size_t), uint8_t **out, s
     uint64_t *ids = clog__sorted_ids(c, &n, &oom);
     if (oom)
         return CH_ENOMEM;
+    size_t n_users;
+    struct clog_user_rec **users = clog__sorted_users(&c->users, &n_users, &oom);
+    if (oom) {
+        free(ids);
+        return CH_ENOMEM;
+    }
     struct ch_wbuf raw;
     ch_wbuf_init(&raw);
     ch_put_u64(&raw, c->applied_entries);
@@ -63,6 +98,10 @@ int clog_snapshot(const struct clog *c, void *(*alloc)(size_t), uint8_t **out, s
     for (size_t i = 0; i < n; i++)
         put_conv(&raw, clog__conv_get(c, ids[i]));
     free(ids);
+    ch_put_u64(&raw, n_users);
+    for (size_t i = 0; i < n_users; i++)
+        put_user(&raw, users[i]);
+    free(users);
     if (ch_wbuf_error(&raw) || raw.len > (size_t)INT32_MAX - 4096) {
         ch_wbuf_free(&raw);
         return CH_ENOMEM;
@@ -185,6 +224,45 @@ static int read_conv(struct ch_rbuf *r, const struct clog_limits *limits, uint64
     return 0;
 }
 
+/* Is user strictly after prev in ascending byte order? */
+static int user_after(const struct clog_user_rec *prev, struct ch_slice user)
+{
+    if (prev == NULL)
+        return 1;
+    size_t n = prev->user_len < user.len ? prev->user_len : user.len;
+    int r = memcmp(prev->user, user.ptr, n);
+    return r < 0 || (r == 0 && prev->user_len < user.len);
+}
+
+/* Reads one user into a new record; 0 or an error. */
+static int read_user(struct ch_rbuf *r, const struct clog_user_rec *prev,
+                     struct clog_user_rec **out)
+{
+    struct ch_slice user = ch_get_str16(r);
+    uint64_t created_ts = ch_get_u64(r);
+    uint64_t last_seen = ch_get_u64(r);
+    uint8_t disabled = ch_get_u8(r);
+    struct ch_slice password_record = ch_get_str16(r);
+    struct ch_slice display_name = ch_get_str16(r);
+    struct ch_slice status = ch_get_str16(r);
+    struct ch_slice settings = ch_get_str16(r);
+    if (r->err || user.len == 0 || user.len > CLOG_MAX_USER || !user_after(prev, user) ||
+        disabled > 1 || password_record.len == 0 ||
+        password_record.len > CLOG_MAX_PASSWORD_RECORD ||
+        display_name.len > CLOG_MAX_DISPLAY_NAME || status.len > CLOG_MAX_STATUS ||
+        settings.len > CLOG_MAX_SETTINGS)
+        return CH_EMALFORMED;
+    struct clog_user_rec *u =
+        clog__user_new(user, password_record, display_name, status, settings);
+    if (u == NULL)
+        return CH_ENOMEM;
+    u->created_ts = created_ts;
+    u->last_seen = last_seen;
+    u->disabled = disabled;
+    *out = u;
+    return 0;
+}
+
 int clog_restore(struct clog *c, const void *buf, size_t len)
 {
     struct ch_rbuf r;
@@ -200,7 +278,7 @@ int clog_restore(struct clog *c, const void *buf, size_t len)
         return CH_EMALFORMED;
     if (header_crc != ch_crc32c(0, buf, SNAP_HEADER - 4))
         return CH_ECORRUPT;
-    if (version != SNAP_VERSION)
+    if (version != SNAP_VERSION && version != SNAP_VERSION_NO_USERS)
         return CH_EVERSION;
     if ((flags & ~SNAP_FLAG_LZ4) != 0 || stored_len != r.left || raw_len > SNAP_MAX_RAW ||
         raw_len > INT32_MAX || (!(flags & SNAP_FLAG_LZ4) && raw_len != stored_len))
@@ -229,8 +307,10 @@ int clog_restore(struct clog *c, const void *buf, size_t len)
     uint64_t applied_commands = ch_get_u64(&p);
     uint64_t n_convs = ch_get_u64(&p);
     int rv = p.err || n_convs > p.left / 28 ? CH_EMALFORMED : 0;
-    struct ch_map convs;
+    struct ch_map convs, users, user_convs;
     ch_map_init(&convs);
+    ch_map_init(&users);
+    ch_map_init(&user_convs);
     uint64_t prev = 0, events = 0, bytes = 0, keys = 0;
     for (uint64_t i = 0; i < n_convs && rv == 0; i++) {
         struct clog_conv *cv;
@@ -243,6 +323,27 @@ int clog_restore(struct clog *c, const void *buf, size_t len)
         if (ch_map_put(&convs, &cv->id, sizeof cv->id, cv) != 0) {
             clog__conv_free(cv);
             rv = CH_ENOMEM;
+            break;
+        }
+        /* ascending conversation ids: each index insert is an append */
+        rv = clog__uconv_add_conv(&user_convs, cv);
+    }
+    if (rv == 0 && version != SNAP_VERSION_NO_USERS) {
+        uint64_t n_users = ch_get_u64(&p);
+        if (p.err || n_users > p.left / SNAP_USER_MIN_SIZE)
+            rv = CH_EMALFORMED;
+        const struct clog_user_rec *prev_user = NULL;
+        for (uint64_t i = 0; i < n_users && rv == 0; i++) {
+            struct clog_user_rec *u;
+            rv = read_user(&p, prev_user, &u);
+            if (rv != 0)
+                break;
+            if (ch_map_put(&users, u->user, u->user_len, u) != 0) {
+                clog__user_free(u);
+                rv = CH_ENOMEM;
+                break;
+            }
+            prev_user = u;
         }
     }
     if (rv == 0 && p.left != 0)
@@ -250,10 +351,16 @@ int clog_restore(struct clog *c, const void *buf, size_t len)
     free(decompressed);
     if (rv != 0) {
         clog__free_all(&convs);
+        clog__users_free_all(&users);
+        clog__uconv_free_all(&user_convs);
         return rv;
     }
     clog__free_all(&c->convs);
+    clog__users_free_all(&c->users);
+    clog__uconv_free_all(&c->user_convs);
     c->convs = convs;
+    c->users = users;
+    c->user_convs = user_convs;
     c->events = events;
     c->event_bytes = bytes;
     c->idem_keys = keys;

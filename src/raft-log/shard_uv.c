@@ -168,6 +168,11 @@ uint32_t shard_id(const struct shard *s)
     return s->id;
 }
 
+uint64_t shard_applied_index(struct shard *s)
+{
+    return raft_last_applied(&s->raft);
+}
+
 uint64_t shard_snapshot_index(const struct shard *s)
 {
     return s->snapshot_index;

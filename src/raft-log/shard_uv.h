@@ -110,5 +110,7 @@ struct raft *shard_raft(struct shard *s);
 uint32_t shard_id(const struct shard *s);
 uint32_t shard_leader_hint(struct shard *s);
 uint64_t shard_snapshot_index(const struct shard *s);
+/* The Raft index of the last entry applied to the clog (the stream's numbering). */
+uint64_t shard_applied_index(struct shard *s);
 
 #endif

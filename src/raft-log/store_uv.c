@@ -327,7 +327,7 @@ static void handle_submit(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
         int err = decode_err[i];
         uint32_t hint = 0;
         if (err == 0) {
-            uint32_t shard = cluster_shard_of_conv(cmds[i].conv, st->opt.config->n_shards);
+            uint32_t shard = cluster_shard_of_cmd(&cmds[i], st->opt.config->n_shards);
             struct shard *s = st->opt.shards[shard];
             if (s == NULL) {
                 err = CH_ENOSHARD;
@@ -446,16 +446,120 @@ static void serve_conv_get(struct conn *c, uint64_t req_id, const struct clog *c
     conn_touch(c);
 }
 
+struct user_convs_scan {
+    const struct clog *clog;
+    struct ch_slice user;
+    struct ch_wbuf *out;
+    uint32_t n;
+};
+
+static int user_conv_out(void *arg, uint64_t conv)
+{
+    struct user_convs_scan *scan = arg;
+    struct clog_conv_info info;
+    struct clog_member m;
+    if (clog_conv_info(scan->clog, conv, &info) != 0 ||
+        clog_member_get(scan->clog, conv, scan->user, &m) != 0)
+        return 0; /* the index and the conversation agree; be defensive anyway */
+    struct proto_user_conv uc = {.conv = conv,
+                                 .kind = info.kind,
+                                 .name = info.name,
+                                 .last_seq = info.last_seq,
+                                 .delivered = m.delivered,
+                                 .read = m.read,
+                                 .n_members = info.n_members};
+    proto_put_user_conv(scan->out, &uc);
+    scan->n++;
+    return 0;
+}
+
+static void serve_user_convs(struct conn *c, uint64_t req_id, const struct clog *clog,
+                             uint32_t shard, uint64_t applied_index, struct ch_slice user)
+{
+    size_t start = c->out.len;
+    struct proto_user_convs_reply r = {
+        .shard = shard, .n_convs = 0, .applied_index = applied_index};
+    proto_encode_user_convs_reply(&c->out, req_id, &r);
+    struct user_convs_scan scan = {.clog = clog, .user = user, .out = &c->out, .n = 0};
+    clog_user_convs_foreach(clog, user, user_conv_out, &scan);
+    /* n_convs sits right after the u32 shard in the fixed part */
+    ch_patch_u32(&c->out, start + PROTO_HEADER_SIZE + 4, scan.n);
+    proto_frame_end(&c->out, start);
+    conn_touch(c);
+}
+
+static void serve_user_get(struct conn *c, uint64_t req_id, const struct clog *clog,
+                           struct ch_slice user)
+{
+    struct clog_user u;
+    int err = clog_user_get(clog, user, &u);
+    if (err != 0) {
+        send_error(c, req_id, err, 0, 0);
+        return;
+    }
+    struct proto_user_get_reply r = {.user = u.user,
+                                     .password_record = u.password_record,
+                                     .display_name = u.display_name,
+                                     .status = u.status,
+                                     .settings = u.settings,
+                                     .created_ts = u.created_ts,
+                                     .last_seen = u.last_seen,
+                                     .disabled = u.disabled};
+    proto_encode_user_get_reply(&c->out, req_id, &r);
+    conn_touch(c);
+}
+
+/* A decoded read request; strings are copied so the request can wait for a barrier
+ * after the connection's input buffer moved on. */
+struct read_req {
+    uint8_t type;
+    uint32_t shard;
+    union {
+        struct proto_history history;
+        struct proto_conv_get conv_get;
+        struct proto_user_get user_get;
+        struct proto_user_convs user_convs;
+    } m;
+    uint8_t flags;
+    struct ch_slice user; /* points into user_buf */
+    char user_buf[CLOG_MAX_USER];
+};
+
 struct read_ctx {
     struct conn *conn;
     struct shard *shard;
     uint64_t req_id;
-    uint8_t type;
-    union {
-        struct proto_history history;
-        struct proto_conv_get conv_get;
-    } m;
+    struct read_req req;
 };
+
+static void serve_read(struct conn *c, uint64_t req_id, struct shard *s,
+                       const struct read_req *q)
+{
+    const struct clog *clog = shard_clog(s);
+    switch (q->type) {
+    case PROTO_HISTORY:
+        if (q->user.len > 0) {
+            struct clog_member m;
+            int err = clog_member_get(clog, q->m.history.conv, q->user, &m);
+            if (err != 0) {
+                send_error(c, req_id, err, 0, 0);
+                break;
+            }
+        }
+        serve_history(c, req_id, clog, &q->m.history);
+        break;
+    case PROTO_CONV_GET:
+        serve_conv_get(c, req_id, clog, q->m.conv_get.conv);
+        break;
+    case PROTO_USER_GET:
+        serve_user_get(c, req_id, clog, q->user);
+        break;
+    default:
+        serve_user_convs(c, req_id, clog, q->shard, shard_applied_index(s),
+                         q->user);
+        break;
+    }
+}
 
 static void read_ready(void *data, int status, uint32_t leader_hint)
 {
@@ -464,13 +568,65 @@ static void read_ready(void *data, int status, uint32_t leader_hint)
     if (!c->closing) {
         if (status != 0)
             send_error(c, ctx->req_id, status, leader_hint, 0);
-        else if (ctx->type == PROTO_HISTORY)
-            serve_history(c, ctx->req_id, shard_clog(ctx->shard), &ctx->m.history);
         else
-            serve_conv_get(c, ctx->req_id, shard_clog(ctx->shard), ctx->m.conv_get.conv);
+            serve_read(c, ctx->req_id, ctx->shard, &ctx->req);
     }
     conn_release(c);
     free(ctx);
+}
+
+/* Decodes a read request and finds its shard; 0 or an error code. */
+static int decode_read(const struct store *st, uint8_t type, struct ch_rbuf *body,
+                       struct read_req *q)
+{
+    uint32_t n_shards = st->opt.config->n_shards;
+    struct ch_slice user = {0};
+    memset(q, 0, sizeof *q);
+    q->type = type;
+    switch (type) {
+    case PROTO_HISTORY:
+        if (proto_decode_history(body, &q->m.history) != 0)
+            return CH_EMALFORMED;
+        q->flags = q->m.history.flags;
+        q->shard = cluster_shard_of_conv(q->m.history.conv, n_shards);
+        user = q->m.history.actor;
+        if (user.len == 0)
+            return 0;
+        break;
+    case PROTO_CONV_GET:
+        if (proto_decode_conv_get(body, &q->m.conv_get) != 0)
+            return CH_EMALFORMED;
+        q->flags = q->m.conv_get.flags;
+        q->shard = cluster_shard_of_conv(q->m.conv_get.conv, n_shards);
+        return 0;
+    case PROTO_USER_GET:
+        if (proto_decode_user_get(body, &q->m.user_get) != 0)
+            return CH_EMALFORMED;
+        q->flags = q->m.user_get.flags;
+        user = q->m.user_get.user;
+        q->shard = cluster_shard_of_user(user.ptr, user.len, n_shards);
+        break;
+    default:
+        if (proto_decode_user_convs(body, &q->m.user_convs) != 0)
+            return CH_EMALFORMED;
+        q->flags = q->m.user_convs.flags;
+        user = q->m.user_convs.user;
+        q->shard = q->m.user_convs.shard;
+        if (q->shard >= n_shards)
+            return CH_EINVAL;
+        break;
+    }
+    if (user.len == 0 || user.len > CLOG_MAX_USER)
+        return CH_EINVAL;
+    memcpy(q->user_buf, user.ptr, user.len);
+    q->user = (struct ch_slice){.ptr = (const uint8_t *)q->user_buf, .len = user.len};
+    if (type == PROTO_HISTORY)
+        q->m.history.actor = (struct ch_slice){0};
+    else if (type == PROTO_USER_GET)
+        q->m.user_get.user = (struct ch_slice){0};
+    else
+        q->m.user_convs.user = (struct ch_slice){0};
+    return 0;
 }
 
 /* Routes a read: stale reads are served at once from this replica; others wait
@@ -478,35 +634,19 @@ static void read_ready(void *data, int status, uint32_t leader_hint)
 static void handle_read(struct conn *c, uint64_t req_id, uint8_t type, struct ch_rbuf *body)
 {
     struct store *st = c->st;
-    struct read_ctx tmp;
-    memset(&tmp, 0, sizeof tmp);
-    uint64_t conv;
-    uint8_t flags;
-    int err;
-    if (type == PROTO_HISTORY) {
-        err = proto_decode_history(body, &tmp.m.history);
-        conv = tmp.m.history.conv;
-        flags = tmp.m.history.flags;
-    } else {
-        err = proto_decode_conv_get(body, &tmp.m.conv_get);
-        conv = tmp.m.conv_get.conv;
-        flags = tmp.m.conv_get.flags;
-    }
+    struct read_req q;
+    int err = decode_read(st, type, body, &q);
     if (err != 0) {
-        send_error(c, req_id, CH_EMALFORMED, 0, 0);
+        send_error(c, req_id, err, 0, 0);
         return;
     }
-    uint32_t shard = cluster_shard_of_conv(conv, st->opt.config->n_shards);
-    struct shard *s = st->opt.shards[shard];
+    struct shard *s = st->opt.shards[q.shard];
     if (s == NULL) {
-        send_error(c, req_id, CH_ENOSHARD, first_replica(st, shard), 0);
+        send_error(c, req_id, CH_ENOSHARD, first_replica(st, q.shard), 0);
         return;
     }
-    if (flags & PROTO_FLAG_STALE_OK) {
-        if (type == PROTO_HISTORY)
-            serve_history(c, req_id, shard_clog(s), &tmp.m.history);
-        else
-            serve_conv_get(c, req_id, shard_clog(s), conv);
+    if (q.flags & PROTO_FLAG_STALE_OK) {
+        serve_read(c, req_id, s, &q);
         return;
     }
     struct read_ctx *ctx = malloc(sizeof *ctx);
@@ -514,11 +654,11 @@ static void handle_read(struct conn *c, uint64_t req_id, uint8_t type, struct ch
         send_error(c, req_id, CH_ENOMEM, 0, 0);
         return;
     }
-    *ctx = tmp;
     ctx->conn = c;
     ctx->shard = s;
     ctx->req_id = req_id;
-    ctx->type = type;
+    ctx->req = q;
+    ctx->req.user.ptr = (const uint8_t *)ctx->req.user_buf;
     uint32_t hint = 0;
     err = shard_read(s, read_ready, ctx, &hint);
     if (err != 0) {
@@ -695,8 +835,20 @@ static void dispatch(struct conn *c, const struct proto_frame *f)
         return;
     case PROTO_HISTORY:
     case PROTO_CONV_GET:
+    case PROTO_USER_GET:
+    case PROTO_USER_CONVS:
         handle_read(c, f->req_id, f->type, &body);
         return;
+    case PROTO_PUBLISH: {
+        struct proto_publish m;
+        if (proto_decode_publish(&body, &m) != 0) {
+            send_error(c, f->req_id, CH_EMALFORMED, 0, 0);
+            return;
+        }
+        if (c->st->opt.on_publish != NULL)
+            c->st->opt.on_publish(c->st->opt.publish_data, &m);
+        return;
+    }
     case PROTO_SUBSCRIBE:
         handle_subscribe(c, f->req_id, &body);
         return;
@@ -881,4 +1033,11 @@ void store_close(struct store *st, void (*cb)(void *data), void *data)
     uv_close((uv_handle_t *)&st->listener, store_handle_closed);
     uv_close((uv_handle_t *)&st->flush_check, store_handle_closed);
     uv_close((uv_handle_t *)&st->wake_idle, store_handle_closed);
+}
+
+void store_set_publish(struct store *st, void (*fn)(void *data, const struct proto_publish *m),
+                       void *data)
+{
+    st->opt.on_publish = fn;
+    st->opt.publish_data = data;
 }

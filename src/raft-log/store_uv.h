@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "../cluster/config.h"
+#include "../proto/proto.h"
 #include "shard_uv.h"
 
 struct store;
@@ -19,6 +20,10 @@ struct store_options {
     uint64_t start_time_ms;   /* process start (for uptime) */
     size_t max_frame;         /* largest accepted request frame */
     size_t max_conn_backlog;  /* unsent reply bytes before a connection is dropped */
+    /* Ephemeral PUBLISH notices from other gateways are handed here (may be NULL);
+     * slices in m are valid only during the call. */
+    void (*on_publish)(void *data, const struct proto_publish *m);
+    void *publish_data;
 };
 
 /*
@@ -27,6 +32,10 @@ struct store_options {
  */
 int store_listen(uv_loop_t *loop, const struct store_options *opt, struct store **out,
                  char *err, size_t errlen);
+
+/* Sets (or replaces) the handler of PUBLISH notices. */
+void store_set_publish(struct store *st, void (*fn)(void *data, const struct proto_publish *m),
+                       void *data);
 
 /* Stops accepting, closes every connection; cb runs once all handles closed and
  * the store is freed.  Call before closing the shards. */

@@ -174,6 +174,34 @@ static void body(const struct proto_frame *f)
                 ;
         break;
     }
+    case PROTO_USER_GET: {
+        struct proto_user_get m;
+        FIXED(user_get, m);
+        break;
+    }
+    case PROTO_USER_GET_REPLY: {
+        struct proto_user_get_reply m;
+        FIXED(user_get_reply, m);
+        break;
+    }
+    case PROTO_USER_CONVS: {
+        struct proto_user_convs m;
+        FIXED(user_convs, m);
+        break;
+    }
+    case PROTO_USER_CONVS_REPLY: {
+        struct proto_user_convs_reply m;
+        struct proto_user_conv e;
+        FIXED(user_convs_reply, m);
+        for (uint32_t i = 0; i < m.n_convs && proto_get_user_conv(r, &e) == 0; i++)
+            ;
+        break;
+    }
+    case PROTO_PUBLISH: {
+        struct proto_publish m;
+        FIXED(publish, m);
+        break;
+    }
     default:
         break;
     }

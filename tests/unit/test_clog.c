@@ -1,6 +1,8 @@
 /* Unit tests of the conversation-log state machine (src/raft-log/clog*). */
 #include "test.h"
 
+#include <lz4.h>
+
 #include "common/error.h"
 #include "common/hash.h"
 #include "raft-log/clog.h"
@@ -155,6 +157,18 @@ static void create_group(void)
     CHECK_EQ_INT(r.err, CH_EEXISTS);
     r = create(c, 7, CLOG_DIRECT, "alice", "alice,bob");
     CHECK_EQ_INT(r.err, CH_EEXISTS);
+    /* a direct conversation: the other member's create is a repeat, with the
+     * first create's seq and ts; a third user's is a conflict */
+    r = create(c, 8, CLOG_DIRECT, "alice", "alice,bob");
+    CHECK_EQ_INT(r.err, 0);
+    uint64_t ts = r.ts;
+    r = create(c, 8, CLOG_DIRECT, "bob", "bob,alice");
+    CHECK(r.err == 0 && r.dup && r.seq == 1 && r.ts == ts);
+    struct clog_conv_info info8;
+    CHECK_EQ_INT(clog_conv_info(c, 8, &info8), 0);
+    CHECK_EQ_U64(info8.last_seq, 1);
+    CHECK_EQ_INT(create(c, 8, CLOG_DIRECT, "carol", "carol,alice").err, CH_EEXISTS);
+    CHECK_EQ_INT(create(c, 8, CLOG_GROUP, "bob", "alice").err, CH_EEXISTS);
     clog_destroy(c);
 }
 
@@ -222,7 +236,7 @@ static void membership_rules(void)
     clog_destroy(c);
 }
 
-/* ---- messages ---------------------------------------------------------------------- */
+/* ---- messages --------------------------------------------------------------------- */
 
 static void post_assigns_contiguous_seqs(void)
 {
@@ -497,7 +511,7 @@ static void bad_entries_are_skipped_without_change(void)
     clog_destroy(c);
 }
 
-/* ---- snapshots and determinism -------------------------------------------------------- */
+/* ---- snapshots and determinism ---------------------------------------------------- */
 
 /* A deterministic random workload encoded as entries. */
 static void random_entries(uint64_t seed, int n_entries, uint8_t ***entries, size_t **lens)
@@ -548,6 +562,15 @@ static void random_entries(uint64_t seed, int n_entries, uint8_t ***entries, siz
                 c->op = CLOG_OP_DELETE;
                 c->ref_seq = (r >> 44) % 40;
                 break;
+            case 4:
+                /* user ops: conv 0; passwords and values from a small set */
+                c->conv = 0;
+                c->op = (r >> 40) % 3 ? CLOG_OP_USER_UPDATE : CLOG_OP_USER_CREATE;
+                c->kind = (uint8_t)(1 + (r >> 44) % 6);
+                c->ref_seq = (r >> 48) % 4;
+                c->body = ch_slice_str(users[(r >> 52) % 3]);
+                c->name = ch_slice_str(bufs[i]);
+                break;
             default:
                 c->op = CLOG_OP_POST;
                 c->client_msg_id = ch_slice_str(bufs[i]);
@@ -588,7 +611,7 @@ static void replicas_converge_and_snapshots_round_trip(void)
     CHECK_EQ_U64(clog_digest(a), clog_digest(b));
     struct clog_stats st;
     clog_stats(a, &st);
-    CHECK(st.events > 100 && st.conversations == 12);
+    CHECK(st.events > 100 && st.conversations == 12 && st.users == 6);
     /* snapshot a, restore into a fresh c: same digest; all three continue equally */
     uint8_t *snap;
     size_t snap_len;
@@ -689,6 +712,866 @@ static void empty_snapshot(void)
     clog_destroy(b);
 }
 
+/* ---- users ------------------------------------------------------------------------ */
+
+static struct clog_result user_create(struct clog *c, const char *user,
+                                      const char *password, const char *name)
+{
+    struct clog_cmd cmd = {.op = CLOG_OP_USER_CREATE,
+                           .actor = ch_slice_str(user),
+                           .body = ch_slice_str(password),
+                           .name = ch_slice_str(name)};
+    return run(c, &cmd);
+}
+
+/* USER_UPDATE of one field: the string goes to name or body, the number to ref_seq. */
+static struct clog_result user_update(struct clog *c, const char *user, int field,
+                                      const char *value, uint64_t ref)
+{
+    struct clog_cmd cmd = {.op = CLOG_OP_USER_UPDATE,
+                           .kind = (uint8_t)field,
+                           .ref_seq = ref,
+                           .actor = ch_slice_str(user)};
+    if (field == CLOG_USER_DISPLAY_NAME)
+        cmd.name = ch_slice_str(value);
+    else
+        cmd.body = ch_slice_str(value);
+    return run(c, &cmd);
+}
+
+static struct clog_user user_of(struct clog *c, const char *user)
+{
+    struct clog_user u;
+    memset(&u, 0, sizeof u);
+    clog_user_get(c, ch_slice_str(user), &u);
+    return u;
+}
+
+static int slice_is(struct ch_slice s, const char *str)
+{
+    return ch_slice_eq(s, ch_slice_str(str));
+}
+
+/* A string of n copies of ch (static: one at a time). */
+static const char *repeat(char ch, size_t n)
+{
+    static char buf[8192];
+    if (n >= sizeof buf)
+        abort();
+    memset(buf, ch, n);
+    buf[n] = 0;
+    return buf;
+}
+
+static void user_create_rules(void)
+{
+    struct clog *c = fresh(0, 0);
+    now_ms = 5000;
+    struct clog_result r = user_create(c, "alice", "pw-record-1", "");
+    CHECK(r.err == 0 && !r.dup && r.seq == 0 && r.conv == 0);
+    CHECK_EQ_U64(r.ts, 5000);
+    CHECK_EQ_INT(out.n_events, 0); /* users emit no events */
+    struct clog_user u;
+    CHECK_EQ_INT(clog_user_get(c, ch_slice_str("alice"), &u), 0);
+    CHECK(slice_is(u.user, "alice") && slice_is(u.password_record, "pw-record-1"));
+    CHECK(slice_is(u.display_name, "alice")); /* empty display name: the user id */
+    CHECK(u.status.len == 0 && u.settings.len == 0);
+    CHECK(u.disabled == 0 && u.last_seen == 0);
+    CHECK_EQ_U64(u.created_ts, 5000);
+    CHECK_EQ_INT(clog_user_get(c, ch_slice_str("bob"), &u), CH_ENOUSER);
+    CHECK_EQ_INT(clog_user_get(c, ch_slice_str("alic"), &u), CH_ENOUSER);
+    r = user_create(c, "bob", "pw-b", "Bob B.");
+    CHECK_EQ_INT(r.err, 0);
+    CHECK(slice_is(user_of(c, "bob").display_name, "Bob B."));
+    /* a retry with the same record is a dup carrying the first ts, whatever the name */
+    r = user_create(c, "alice", "pw-record-1", "Someone Else");
+    CHECK(r.err == 0 && r.dup && r.seq == 0);
+    CHECK_EQ_U64(r.ts, 5000);
+    CHECK(slice_is(user_of(c, "alice").display_name, "alice"));
+    /* another record: the name is taken */
+    uint64_t before = clog_digest(c);
+    CHECK_EQ_INT(user_create(c, "alice", "pw-record-2", "").err, CH_EEXISTS);
+    CHECK_EQ_INT(user_create(c, "alice", "pw-record-", "").err, CH_EEXISTS);
+    /* invalid commands */
+    struct clog_cmd with_conv = {.op = CLOG_OP_USER_CREATE, .conv = 3,
+                                 .actor = ch_slice_str("carol"),
+                                 .body = ch_slice_str("p")};
+    CHECK_EQ_INT(run(c, &with_conv).err, CH_EINVAL);
+    CHECK_EQ_INT(user_create(c, "", "p", "").err, CH_EINVAL);
+    CHECK_EQ_INT(user_create(c, repeat('u', 65), "p", "").err, CH_EINVAL);
+    CHECK_EQ_INT(user_create(c, "carol", "", "").err, CH_EINVAL);
+    char pw[300];
+    snprintf(pw, sizeof pw, "%s", repeat('p', 257));
+    CHECK_EQ_INT(user_create(c, "carol", pw, "").err, CH_ETOOLARGE);
+    CHECK_EQ_INT(user_create(c, "carol", "p", repeat('n', 65)).err, CH_ETOOLARGE);
+    CHECK_EQ_U64(clog_digest(c), before);
+    struct clog_stats st;
+    clog_stats(c, &st);
+    CHECK_EQ_U64(st.users, 2);
+    /* the bounds themselves are fine */
+    pw[256] = 0;
+    CHECK_EQ_INT(user_create(c, repeat('u', 64), pw, "").err, 0);
+    CHECK_EQ_INT(user_create(c, "carol", "p", repeat('n', 64)).err, 0);
+    CHECK_EQ_INT(user_of(c, "carol").display_name.len, 64);
+    clog_stats(c, &st);
+    CHECK_EQ_U64(st.users, 4);
+    /* users are not conversations: conversation commands ignore them */
+    CHECK_EQ_INT(post(c, 1, "alice", "", "hi").err, CH_ENOTFOUND);
+    clog_destroy(c);
+}
+
+static void user_update_rules(void)
+{
+    struct clog *c = fresh(0, 0);
+    now_ms = 7000;
+    user_create(c, "alice", "pw-1", "");
+    /* each field: set, then the same value again is a dup */
+    struct clog_result r = user_update(c, "alice", CLOG_USER_DISPLAY_NAME, "Alice", 0);
+    CHECK(r.err == 0 && !r.dup && r.seq == 0 && r.conv == 0);
+    CHECK_EQ_U64(r.ts, 7001);
+    CHECK_EQ_INT(out.n_events, 0);
+    CHECK(slice_is(user_of(c, "alice").display_name, "Alice"));
+    r = user_update(c, "alice", CLOG_USER_DISPLAY_NAME, "Alice", 0);
+    CHECK(r.err == 0 && r.dup && r.seq == 0);
+    CHECK_EQ_U64(r.ts, 7002); /* the entry's ts, also for dups */
+    r = user_update(c, "alice", CLOG_USER_STATUS, "out for lunch", 0);
+    CHECK(r.err == 0 && !r.dup);
+    CHECK(user_update(c, "alice", CLOG_USER_STATUS, "out for lunch", 0).dup);
+    CHECK(slice_is(user_of(c, "alice").status, "out for lunch"));
+    r = user_update(c, "alice", CLOG_USER_SETTINGS, "{\"theme\":\"dark\"}", 0);
+    CHECK(r.err == 0 && !r.dup);
+    CHECK(user_update(c, "alice", CLOG_USER_SETTINGS, "{\"theme\":\"dark\"}", 0).dup);
+    CHECK(slice_is(user_of(c, "alice").settings, "{\"theme\":\"dark\"}"));
+    r = user_update(c, "alice", CLOG_USER_PASSWORD, "pw-2", 0);
+    CHECK(r.err == 0 && !r.dup);
+    CHECK(user_update(c, "alice", CLOG_USER_PASSWORD, "pw-2", 0).dup);
+    CHECK(slice_is(user_of(c, "alice").password_record, "pw-2"));
+    /* the retry rule follows the current record */
+    CHECK_EQ_INT(user_create(c, "alice", "pw-1", "").err, CH_EEXISTS);
+    CHECK(user_create(c, "alice", "pw-2", "").dup);
+    r = user_update(c, "alice", CLOG_USER_DISABLED, "", 1);
+    CHECK(r.err == 0 && !r.dup && user_of(c, "alice").disabled == 1);
+    CHECK(user_update(c, "alice", CLOG_USER_DISABLED, "", 1).dup);
+    r = user_update(c, "alice", CLOG_USER_DISABLED, "", 0);
+    CHECK(r.err == 0 && !r.dup && user_of(c, "alice").disabled == 0);
+    CHECK(user_update(c, "alice", CLOG_USER_DISABLED, "", 0).dup);
+    /* last seen only moves forward */
+    r = user_update(c, "alice", CLOG_USER_LAST_SEEN, "", 90000);
+    CHECK(r.err == 0 && !r.dup && user_of(c, "alice").last_seen == 90000);
+    r = user_update(c, "alice", CLOG_USER_LAST_SEEN, "", 80000);
+    CHECK(r.err == 0 && r.dup && user_of(c, "alice").last_seen == 90000);
+    CHECK(user_update(c, "alice", CLOG_USER_LAST_SEEN, "", 90000).dup);
+    CHECK(!user_update(c, "alice", CLOG_USER_LAST_SEEN, "", 90001).dup);
+    /* clearing what may be empty; an empty display name shows the user id again */
+    CHECK_EQ_INT(user_update(c, "alice", CLOG_USER_STATUS, "", 0).err, 0);
+    CHECK_EQ_INT(user_of(c, "alice").status.len, 0);
+    CHECK_EQ_INT(user_update(c, "alice", CLOG_USER_SETTINGS, "", 0).err, 0);
+    CHECK_EQ_INT(user_of(c, "alice").settings.len, 0);
+    CHECK_EQ_INT(user_update(c, "alice", CLOG_USER_DISPLAY_NAME, "", 0).err, 0);
+    CHECK(slice_is(user_of(c, "alice").display_name, "alice"));
+    CHECK(user_update(c, "alice", CLOG_USER_DISPLAY_NAME, "", 0).dup);
+    /* errors change nothing */
+    uint64_t before = clog_digest(c);
+    CHECK_EQ_INT(user_update(c, "nobody", CLOG_USER_STATUS, "x", 0).err, CH_ENOUSER);
+    CHECK_EQ_INT(user_update(c, "nobody", CLOG_USER_LAST_SEEN, "", 5).err, CH_ENOUSER);
+    CHECK_EQ_INT(user_update(c, "alice", 0, "x", 0).err, CH_EINVAL);
+    CHECK_EQ_INT(user_update(c, "alice", CLOG_USER_LAST_SEEN + 1, "x", 0).err, CH_EINVAL);
+    CHECK_EQ_INT(user_update(c, "alice", CLOG_USER_DISPLAY_NAME, repeat('n', 65), 0).err,
+                 CH_ETOOLARGE);
+    CHECK_EQ_INT(user_update(c, "alice", CLOG_USER_STATUS, repeat('s', 257), 0).err,
+                 CH_ETOOLARGE);
+    CHECK_EQ_INT(user_update(c, "alice", CLOG_USER_SETTINGS, repeat('s', 4097), 0).err,
+                 CH_ETOOLARGE);
+    CHECK_EQ_INT(user_update(c, "alice", CLOG_USER_PASSWORD, repeat('p', 257), 0).err,
+                 CH_ETOOLARGE);
+    CHECK_EQ_INT(user_update(c, "alice", CLOG_USER_PASSWORD, "", 0).err, CH_EINVAL);
+    CHECK_EQ_INT(user_update(c, "alice", CLOG_USER_DISABLED, "", 2).err, CH_EINVAL);
+    CHECK_EQ_INT(user_update(c, "", CLOG_USER_STATUS, "x", 0).err, CH_EINVAL);
+    struct clog_cmd with_conv = {.op = CLOG_OP_USER_UPDATE, .kind = CLOG_USER_STATUS,
+                                 .conv = 1, .actor = ch_slice_str("alice"),
+                                 .body = ch_slice_str("x")};
+    CHECK_EQ_INT(run(c, &with_conv).err, CH_EINVAL);
+    CHECK_EQ_U64(clog_digest(c), before);
+    /* the bounds themselves are fine */
+    struct clog_result ok[4];
+    ok[0] = user_update(c, "alice", CLOG_USER_SETTINGS, repeat('s', 4096), 0);
+    ok[1] = user_update(c, "alice", CLOG_USER_STATUS, repeat('s', 256), 0);
+    ok[2] = user_update(c, "alice", CLOG_USER_PASSWORD, repeat('p', 256), 0);
+    ok[3] = user_update(c, "alice", CLOG_USER_DISPLAY_NAME, repeat('n', 64), 0);
+    for (int i = 0; i < 4; i++)
+        CHECK(ok[i].err == 0 && !ok[i].dup);
+    struct clog_user u = user_of(c, "alice");
+    CHECK(u.settings.len == 4096 && u.status.len == 256 && u.password_record.len == 256 &&
+          u.display_name.len == 64);
+    CHECK_EQ_U64(u.created_ts, 7000);
+    clog_destroy(c);
+}
+
+static void user_ops_travel_in_entries(void)
+{
+    CHECK(strcmp(clog_op_name(CLOG_OP_USER_CREATE), "user_create") == 0);
+    CHECK(strcmp(clog_op_name(CLOG_OP_USER_UPDATE), "user_update") == 0);
+    CHECK(strcmp(clog_op_name(CLOG_OP__MAX), "?") == 0);
+    struct clog *c = fresh(0, 0);
+    struct clog_cmd cmds[4] = {
+        {.op = CLOG_OP_USER_CREATE, .actor = ch_slice_str("zed"),
+         .body = ch_slice_str("rec"), .name = ch_slice_str("Zed")},
+        {.op = CLOG_OP_USER_UPDATE, .kind = CLOG_USER_LAST_SEEN, .ref_seq = 4242,
+         .actor = ch_slice_str("zed")},
+        {.op = CLOG_OP_USER_UPDATE, .kind = CLOG_USER_SETTINGS,
+         .actor = ch_slice_str("zed"), .body = ch_slice_str("{}")},
+        {.op = CLOG_OP__MAX, .actor = ch_slice_str("zed")},
+    };
+    for (int pass = 0; pass < 2; pass++) {
+        size_t len;
+        uint8_t *e = make_entry(cmds, 4, pass ? 16 : 0, &len);
+        CHECK_EQ_INT(clog_apply(c, e, len, &out), 0);
+        free(e);
+        CHECK_EQ_INT(out.n_results, 4);
+        for (int i = 0; i < 3; i++) {
+            CHECK_EQ_INT(out.results[i].err, 0);
+            CHECK_EQ_INT(out.results[i].dup, pass); /* the second pass repeats */
+            CHECK_EQ_U64(out.results[i].ts, 5000);
+            CHECK_EQ_U64(out.results[i].conv, 0);
+        }
+        CHECK_EQ_INT(out.results[3].err, CH_EUNKNOWN_OP);
+        CHECK_EQ_INT(out.n_events, 0);
+    }
+    struct clog_user u = user_of(c, "zed");
+    CHECK(slice_is(u.display_name, "Zed") && slice_is(u.settings, "{}") &&
+          u.last_seen == 4242 && u.created_ts == 5000);
+    clog_destroy(c);
+}
+
+/* ---- the per-user conversation index ---------------------------------------------- */
+
+struct id_list {
+    uint64_t ids[1024];
+    size_t n;
+    int stop_at; /* 1-based call that returns 7; 0 = never */
+};
+
+static int collect(void *arg, uint64_t conv)
+{
+    struct id_list *l = arg;
+    if (l->n < sizeof l->ids / sizeof l->ids[0])
+        l->ids[l->n] = conv;
+    l->n++;
+    return l->stop_at != 0 && (int)l->n == l->stop_at ? 7 : 0;
+}
+
+static struct id_list convs_of_list;
+
+/* "3,7,10": the user's conversations as the index reports them. */
+static const char *convs_of(struct clog *c, const char *user)
+{
+    static char buf[256];
+    struct id_list *l = &convs_of_list;
+    l->n = 0;
+    l->stop_at = 0;
+    if (clog_user_convs_foreach(c, ch_slice_str(user), collect, l) != 0)
+        return "error";
+    buf[0] = 0;
+    for (size_t i = 0; i < l->n && i < 32; i++)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%" PRIu64, i ? "," : "",
+                 l->ids[i]);
+    return buf;
+}
+
+#define CHECK_CONVS(c, user, expect) CHECK(strcmp(convs_of(c, user), expect) == 0)
+
+static void user_convs_follow_membership(void)
+{
+    struct clog *c = fresh(0, 0);
+    CHECK_CONVS(c, "a", "");
+    create(c, 10, CLOG_GROUP, "a", "b,c:2");
+    create(c, 3, CLOG_DIRECT, "a", "a,b");
+    create(c, 7, CLOG_GROUP, "c", "a:2");
+    CHECK_CONVS(c, "a", "3,7,10"); /* ascending, whatever the creation order */
+    CHECK_CONVS(c, "b", "3,10");
+    CHECK_CONVS(c, "c", "7,10");
+    CHECK_CONVS(c, "d", "");
+    /* failed and duplicate commands leave the index alone */
+    create(c, 10, CLOG_GROUP, "d", "e");
+    simple(c, CLOG_OP_ADD_MEMBER, 10, "b", 0, 0, "d"); /* forbidden */
+    simple(c, CLOG_OP_ADD_MEMBER, 10, "a", 0, 0, "b"); /* already a member */
+    simple(c, CLOG_OP_REMOVE_MEMBER, 10, "a", 0, 0, "zz");
+    CHECK_CONVS(c, "d", "");
+    CHECK_CONVS(c, "e", "");
+    CHECK_CONVS(c, "b", "3,10");
+    /* add / remove */
+    CHECK_EQ_INT(simple(c, CLOG_OP_ADD_MEMBER, 10, "c", 0, 0, "d").err, 0);
+    CHECK_EQ_INT(simple(c, CLOG_OP_ADD_MEMBER, 7, "c", 0, 0, "d").err, 0);
+    CHECK_CONVS(c, "d", "7,10");
+    CHECK_EQ_INT(simple(c, CLOG_OP_REMOVE_MEMBER, 10, "a", 0, 0, "d").err, 0);
+    CHECK_CONVS(c, "d", "7");
+    /* leave, with ownership passing to the earliest admin */
+    CHECK_EQ_INT(simple(c, CLOG_OP_LEAVE, 10, "a", 0, 0, "").err, 0);
+    CHECK_EQ_INT(role_of(c, 10, "c"), CLOG_ROLE_OWNER);
+    CHECK_CONVS(c, "a", "3,7");
+    CHECK_CONVS(c, "c", "7,10");
+    CHECK_EQ_INT(simple(c, CLOG_OP_LEAVE, 10, "c", 0, 0, "").err, 0);
+    CHECK_EQ_INT(role_of(c, 10, "b"), CLOG_ROLE_OWNER);
+    CHECK_CONVS(c, "c", "7");
+    CHECK_CONVS(c, "b", "3,10");
+    /* the last member leaves: the conversation stays, with nobody in it */
+    CHECK_EQ_INT(simple(c, CLOG_OP_LEAVE, 10, "b", 0, 0, "").err, 0);
+    CHECK_CONVS(c, "b", "3");
+    /* coming back */
+    CHECK_EQ_INT(simple(c, CLOG_OP_ADD_MEMBER, 7, "c", 0, 0, "b").err, 0);
+    CHECK_CONVS(c, "b", "3,7");
+    /* early stop returns fn's value */
+    struct id_list l = {.stop_at = 1};
+    CHECK_EQ_INT(clog_user_convs_foreach(c, ch_slice_str("b"), collect, &l), 7);
+    CHECK_EQ_INT(l.n, 1);
+    CHECK_EQ_U64(l.ids[0], 3);
+    /* membership needs no user record, and user records no membership */
+    struct clog_user u;
+    CHECK_EQ_INT(clog_user_get(c, ch_slice_str("b"), &u), CH_ENOUSER);
+    user_create(c, "loner", "pw", "");
+    CHECK_CONVS(c, "loner", "");
+    clog_destroy(c);
+}
+
+/* A member list of `n` users named prefix0..prefix(n-1), all MEMBER. */
+static struct ch_slice many_members(struct ch_wbuf *b, const char *prefix, int n)
+{
+    ch_wbuf_reset(b);
+    size_t at = clog_members_begin(b);
+    char name[32];
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s%d", prefix, i);
+        clog_members_put(b, ch_slice_str(name), CLOG_ROLE_MEMBER);
+    }
+    clog_members_end(b, at, (uint32_t)n);
+    struct ch_slice s = {b->data, b->len};
+    return s;
+}
+
+static void user_convs_scale(void)
+{
+    struct clog *c = fresh(0, 0);
+    struct ch_wbuf b;
+    ch_wbuf_init(&b);
+    /* a 2000-member group */
+    struct clog_cmd cmd = {.op = CLOG_OP_CREATE, .kind = CLOG_GROUP, .conv = 42,
+                           .actor = ch_slice_str("hub"), .name = ch_slice_str("big"),
+                           .members = many_members(&b, "m", 2000)};
+    CHECK_EQ_INT(run(c, &cmd).err, 0);
+    char name[32];
+    for (int i = 0; i < 2000; i++) {
+        snprintf(name, sizeof name, "m%d", i);
+        CHECK_CONVS(c, name, "42");
+    }
+    for (int i = 0; i < 2000; i += 2) {
+        snprintf(name, sizeof name, "m%d", i);
+        CHECK_EQ_INT(simple(c, CLOG_OP_REMOVE_MEMBER, 42, "hub", 0, 0, name).err, 0);
+    }
+    for (int i = 0; i < 2000; i++) {
+        snprintf(name, sizeof name, "m%d", i);
+        CHECK_CONVS(c, name, i % 2 ? "42" : "");
+    }
+    /* one user in 500 conversations, joined in scrambled id order */
+    for (uint64_t k = 0; k < 500; k++) {
+        uint64_t conv = 1000 + (k * 337) % 500; /* 337 is coprime with 500 */
+        if (k % 2)
+            create(c, conv, CLOG_GROUP, "hub", "");
+        else {
+            create(c, conv, CLOG_GROUP, "other", "");
+            simple(c, CLOG_OP_ADD_MEMBER, conv, "other", 0, 0, "hub");
+        }
+    }
+    struct id_list *l = &convs_of_list;
+    l->n = 0;
+    l->stop_at = 0;
+    CHECK_EQ_INT(clog_user_convs_foreach(c, ch_slice_str("hub"), collect, l), 0);
+    CHECK_EQ_INT(l->n, 501);
+    CHECK_EQ_U64(l->ids[0], 42);
+    for (size_t i = 1; i < l->n; i++)
+        CHECK_EQ_U64(l->ids[i], 1000 + i - 1);
+    /* leave every third; the rest stay in order */
+    for (uint64_t conv = 1000; conv < 1500; conv += 3)
+        CHECK_EQ_INT(simple(c, CLOG_OP_LEAVE, conv, "hub", 0, 0, "").err, 0);
+    l->n = 0;
+    clog_user_convs_foreach(c, ch_slice_str("hub"), collect, l);
+    CHECK_EQ_INT(l->n, 1 + 500 - 167);
+    for (size_t i = 1; i < l->n; i++) {
+        CHECK(l->ids[i] > l->ids[i - 1]);
+        CHECK((l->ids[i] - 1000) % 3 != 0);
+    }
+    ch_wbuf_free(&b);
+    clog_destroy(c);
+}
+
+/* Do a and b report the same conversations for every member of every conversation
+ * (and for the given extra users)? */
+struct index_cmp {
+    struct clog *a, *b;
+    int differ;
+};
+
+static int index_cmp_member(void *arg, const struct clog_member *m)
+{
+    struct index_cmp *ic = arg;
+    struct id_list la = {.n = 0}, lb = {.n = 0};
+    clog_user_convs_foreach(ic->a, m->user, collect, &la);
+    clog_user_convs_foreach(ic->b, m->user, collect, &lb);
+    if (la.n != lb.n || memcmp(la.ids, lb.ids, la.n * sizeof la.ids[0]) != 0)
+        ic->differ = 1;
+    return 0;
+}
+
+static int index_cmp_conv(void *arg, uint64_t conv)
+{
+    struct index_cmp *ic = arg;
+    clog_members_foreach(ic->a, conv, index_cmp_member, ic);
+    clog_members_foreach(ic->b, conv, index_cmp_member, ic);
+    return 0;
+}
+
+static int same_index(struct clog *a, struct clog *b)
+{
+    struct index_cmp ic = {a, b, 0};
+    clog_convs_foreach(a, index_cmp_conv, &ic);
+    clog_convs_foreach(b, index_cmp_conv, &ic);
+    return !ic.differ;
+}
+
+static int same_user(struct clog *a, struct clog *b, const char *user)
+{
+    struct clog_user x, y;
+    int ra = clog_user_get(a, ch_slice_str(user), &x);
+    int rb = clog_user_get(b, ch_slice_str(user), &y);
+    if (ra != rb)
+        return 0;
+    if (ra != 0)
+        return 1;
+    return ch_slice_eq(x.user, y.user) &&
+           ch_slice_eq(x.password_record, y.password_record) &&
+           ch_slice_eq(x.display_name, y.display_name) &&
+           ch_slice_eq(x.status, y.status) && ch_slice_eq(x.settings, y.settings) &&
+           x.created_ts == y.created_ts &&
+           x.last_seen == y.last_seen && x.disabled == y.disabled;
+}
+
+/* Users with every field set, and conversations with churned membership. */
+static struct clog *users_state(void)
+{
+    struct clog *c = fresh(0, 0);
+    user_create(c, "alice", "pw-a", "Alice");
+    user_create(c, "bob", "pw-b", "");
+    user_create(c, "al", "pw-al", "");
+    user_create(c, "carol", "pw-c", "C");
+    user_update(c, "alice", CLOG_USER_STATUS, "busy", 0);
+    user_update(c, "alice", CLOG_USER_SETTINGS, "{\"n\":1}", 0);
+    user_update(c, "alice", CLOG_USER_LAST_SEEN, "", 123456);
+    user_update(c, "bob", CLOG_USER_DISABLED, "", 1);
+    create(c, 5, CLOG_GROUP, "alice", "bob,carol:2,dave");
+    create(c, 2, CLOG_DIRECT, "alice", "alice,bob");
+    create(c, 9, CLOG_GROUP, "carol", "dave");
+    post(c, 5, "bob", "k1", "hello");
+    simple(c, CLOG_OP_REMOVE_MEMBER, 5, "alice", 0, 0, "dave");
+    simple(c, CLOG_OP_LEAVE, 5, "alice", 0, 0, "");
+    simple(c, CLOG_OP_ADD_MEMBER, 9, "carol", 0, 0, "alice");
+    return c;
+}
+
+static void snapshots_carry_users(void)
+{
+    struct clog *a = users_state();
+    uint8_t *snap;
+    size_t len;
+    CHECK_EQ_INT(clog_snapshot(a, malloc, &snap, &len), 0);
+    CHECK_EQ_INT(snap[4], 2); /* format version 2 */
+    /* into a fresh state and into one that already holds other users */
+    struct clog *b = fresh(0, 0), *t = fresh(0, 0);
+    user_create(t, "alice", "other-record", "");
+    user_create(t, "zoe", "pw-z", "");
+    create(t, 77, CLOG_GROUP, "zoe", "alice");
+    CHECK_EQ_INT(clog_restore(b, snap, len), 0);
+    CHECK_EQ_INT(clog_restore(t, snap, len), 0);
+    CHECK_EQ_U64(clog_digest(b), clog_digest(a));
+    CHECK_EQ_U64(clog_digest(t), clog_digest(a));
+    static const char *names[] = {"alice", "bob", "al", "carol", "dave", "zoe"};
+    for (int i = 0; i < 6; i++) {
+        CHECK(same_user(a, b, names[i]));
+        CHECK(same_user(a, t, names[i]));
+        char expect[256]; /* convs_of reuses one buffer */
+        snprintf(expect, sizeof expect, "%s", convs_of(a, names[i]));
+        CHECK_CONVS(b, names[i], expect);
+        CHECK_CONVS(t, names[i], expect);
+    }
+    CHECK_CONVS(b, "alice", "2,9");
+    CHECK_CONVS(b, "dave", "9");
+    CHECK_CONVS(t, "zoe", ""); /* the old state is gone, index included */
+    CHECK(same_index(a, b) && same_index(a, t));
+    struct clog_stats sa, sb;
+    clog_stats(a, &sa);
+    clog_stats(t, &sb);
+    CHECK(sa.users == 4 && sb.users == 4 && sb.conversations == 3);
+    /* the restored state keeps working like the live one */
+    struct clog *states[2] = {a, t};
+    for (int i = 0; i < 2; i++) {
+        struct clog *s = states[i];
+        CHECK(user_create(s, "bob", "pw-b", "").dup);
+        CHECK_EQ_INT(user_create(s, "bob", "pw-x", "").err, CH_EEXISTS);
+        CHECK(user_update(s, "alice", CLOG_USER_LAST_SEEN, "", 100).dup);
+        CHECK_EQ_INT(simple(s, CLOG_OP_ADD_MEMBER, 9, "carol", 0, 0, "bob").err, 0);
+        CHECK_EQ_INT(simple(s, CLOG_OP_LEAVE, 9, "alice", 0, 0, "").err, 0);
+    }
+    CHECK_CONVS(t, "bob", "2,5,9");
+    CHECK_CONVS(t, "alice", "2");
+    CHECK(same_index(a, t));
+    free(snap);
+    clog_destroy(a);
+    clog_destroy(b);
+    clog_destroy(t);
+}
+
+/* Wraps a raw payload in a snapshot header of the given version (no compression). */
+static uint8_t *wrap_snapshot(uint16_t version, const uint8_t *raw, size_t raw_len,
+                              size_t *len)
+{
+    uint8_t *buf = malloc(32 + raw_len);
+    if (buf == NULL)
+        abort();
+    ch_store_u32(buf, 0x31534843u);
+    buf[4] = (uint8_t)version;
+    buf[5] = (uint8_t)(version >> 8);
+    buf[6] = buf[7] = 0;
+    ch_store_u32(buf + 8, (uint32_t)raw_len);
+    ch_store_u32(buf + 12, 0);
+    ch_store_u32(buf + 16, (uint32_t)raw_len);
+    ch_store_u32(buf + 20, 0);
+    memcpy(buf + 32, raw, raw_len);
+    ch_store_u32(buf + 24, ch_crc32c(0, buf + 32, raw_len));
+    ch_store_u32(buf + 28, ch_crc32c(0, buf, 28));
+    *len = 32 + raw_len;
+    return buf;
+}
+
+/* The raw payload of a snapshot (decompressed); caller frees. */
+static uint8_t *snapshot_payload(const uint8_t *snap, size_t len, size_t *raw_len)
+{
+    *raw_len = ch_load_u32(snap + 8);
+    uint8_t *raw = malloc(*raw_len + 1);
+    if (raw == NULL)
+        abort();
+    if (snap[6] & 1) {
+        int n = LZ4_decompress_safe((const char *)snap + 32, (char *)raw, (int)(len - 32),
+                                    (int)*raw_len);
+        if (n < 0 || (size_t)n != *raw_len)
+            abort();
+    } else {
+        memcpy(raw, snap + 32, *raw_len);
+    }
+    return raw;
+}
+
+/* A version-1 payload written field by field in the old layout: one group
+ * conversation (id 4) created by "ann" with "bob", holding one message. */
+static void v1_payload(struct ch_wbuf *b)
+{
+    struct ch_wbuf rec;
+    ch_wbuf_init(&rec);
+    struct ch_wbuf mb;
+    ch_wbuf_init(&mb);
+    size_t at = clog_members_begin(&mb);
+    clog_members_put(&mb, ch_slice_str("ann"), CLOG_ROLE_OWNER);
+    clog_members_put(&mb, ch_slice_str("bob"), CLOG_ROLE_MEMBER);
+    clog_members_end(&mb, at, 2);
+    struct clog_event ev = {.type = CLOG_EV_CREATED, .kind = CLOG_GROUP, .conv = 4,
+                            .seq = 1, .ts = 100, .actor = ch_slice_str("ann"),
+                            .body = ch_slice_str("room"),
+                            .members = {mb.data, mb.len}};
+    clog_event_encode(&rec, &ev);
+    struct clog_event msg = {.type = CLOG_EV_MESSAGE, .conv = 4, .seq = 2, .ts = 101,
+                             .actor = ch_slice_str("bob"),
+                             .client_msg_id = ch_slice_str("c1"),
+                             .body = ch_slice_str("hi")};
+    clog_event_encode(&rec, &msg);
+    ch_put_u64(b, 3); /* applied entries */
+    ch_put_u64(b, 3); /* applied commands */
+    ch_put_u64(b, 1); /* conversations */
+    ch_put_u64(b, 4);   /* id */
+    ch_put_u64(b, 101); /* last_ts */
+    ch_put_u64(b, 2);   /* n_events */
+    ch_put_u32(b, 2);   /* n_members: user, role, delivered, read */
+    ch_put_str16(b, ch_slice_str("ann"));
+    ch_put_u8(b, CLOG_ROLE_OWNER);
+    ch_put_u64(b, 2);
+    ch_put_u64(b, 2);
+    ch_put_str16(b, ch_slice_str("bob"));
+    ch_put_u8(b, CLOG_ROLE_MEMBER);
+    ch_put_u64(b, 1);
+    ch_put_u64(b, 0);
+    ch_put_u64(b, rec.len); /* arena_len, then the records */
+    ch_put_raw(b, rec.data, rec.len);
+    ch_wbuf_free(&rec);
+    ch_wbuf_free(&mb);
+}
+
+static void version_1_snapshots_restore(void)
+{
+    struct ch_wbuf raw;
+    ch_wbuf_init(&raw);
+    v1_payload(&raw);
+    size_t len;
+    uint8_t *snap = wrap_snapshot(1, raw.data, raw.len, &len);
+    struct clog *t = users_state(); /* users and conversations that must all go */
+    CHECK_EQ_INT(clog_restore(t, snap, len), 0);
+    struct clog_stats st;
+    clog_stats(t, &st);
+    CHECK(st.users == 0 && st.conversations == 1 && st.events == 2 &&
+          st.idempotency_keys == 1 && st.applied_entries == 3);
+    CHECK_EQ_INT(role_of(t, 4, "ann"), CLOG_ROLE_OWNER);
+    CHECK_CONVS(t, "ann", "4");
+    CHECK_CONVS(t, "bob", "4");
+    CHECK_CONVS(t, "alice", "");
+    struct clog_user u;
+    CHECK_EQ_INT(clog_user_get(t, ch_slice_str("alice"), &u), CH_ENOUSER);
+    CHECK(post(t, 4, "bob", "c1", "again").dup); /* the idempotency index is rebuilt */
+    /* its re-snapshot is version 2 and restores to the same digest */
+    uint8_t *again;
+    size_t again_len;
+    CHECK_EQ_INT(clog_snapshot(t, malloc, &again, &again_len), 0);
+    struct clog *d = fresh(0, 0);
+    CHECK_EQ_INT(clog_restore(d, again, again_len), 0);
+    CHECK_EQ_U64(clog_digest(d), clog_digest(t));
+    /* the same payload with the (empty) users section is version 2, not 1 */
+    ch_put_u64(&raw, 0);
+    free(snap);
+    snap = wrap_snapshot(2, raw.data, raw.len, &len);
+    struct clog *e = fresh(0, 0);
+    CHECK_EQ_INT(clog_restore(e, snap, len), 0);
+    CHECK_EQ_U64(clog_digest(e), clog_digest(d));
+    free(snap);
+    snap = wrap_snapshot(1, raw.data, raw.len, &len);
+    CHECK_EQ_INT(clog_restore(e, snap, len), CH_EMALFORMED); /* trailing bytes in v1 */
+    snap[4] = 3;
+    ch_store_u32(snap + 28, ch_crc32c(0, snap, 28));
+    CHECK_EQ_INT(clog_restore(e, snap, len), CH_EVERSION);
+    free(snap);
+    /* a version-2 snapshot of a state without users, minus its empty users section,
+     * is the version-1 snapshot of that state */
+    struct clog *convs = fresh(0, 0);
+    create(convs, 8, CLOG_GROUP, "a", "b,c");
+    for (int i = 0; i < 200; i++)
+        post(convs, 8, "b", "", "compressible compressible compressible");
+    CHECK_EQ_INT(clog_snapshot(convs, malloc, &snap, &len), 0);
+    CHECK_EQ_INT(snap[6], 1); /* lz4 */
+    size_t raw_len;
+    uint8_t *payload = snapshot_payload(snap, len, &raw_len);
+    free(snap);
+    CHECK_EQ_U64(ch_load_u32(payload + raw_len - 8), 0); /* n_users, u64 */
+    CHECK_EQ_U64(ch_load_u32(payload + raw_len - 4), 0);
+    snap = wrap_snapshot(1, payload, raw_len - 8, &len);
+    struct clog *old = users_state();
+    CHECK_EQ_INT(clog_restore(old, snap, len), 0);
+    CHECK_EQ_U64(clog_digest(old), clog_digest(convs));
+    CHECK(same_index(old, convs));
+    free(payload);
+    free(snap);
+    clog_destroy(convs);
+    clog_destroy(old);
+    free(again);
+    ch_wbuf_free(&raw);
+    clog_destroy(t);
+    clog_destroy(d);
+    clog_destroy(e);
+}
+
+/* One user record in the snapshot layout. */
+static void put_user_rec(struct ch_wbuf *b, const char *user, uint64_t created,
+                         uint64_t last_seen, uint8_t disabled, struct ch_slice password,
+                         struct ch_slice display, struct ch_slice status,
+                         struct ch_slice settings)
+{
+    ch_put_str16(b, ch_slice_str(user));
+    ch_put_u64(b, created);
+    ch_put_u64(b, last_seen);
+    ch_put_u8(b, disabled);
+    ch_put_str16(b, password);
+    ch_put_str16(b, display);
+    ch_put_str16(b, status);
+    ch_put_str16(b, settings);
+}
+
+static void corrupt_user_snapshots_change_nothing(void)
+{
+    struct clog *a = users_state();
+    uint8_t *snap;
+    size_t len;
+    CHECK_EQ_INT(clog_snapshot(a, malloc, &snap, &len), 0);
+    struct clog *t = fresh(0, 0);
+    user_create(t, "zoe", "pw-z", "Zoe");
+    user_update(t, "zoe", CLOG_USER_SETTINGS, "{}", 0);
+    create(t, 77, CLOG_GROUP, "zoe", "alice");
+    uint64_t before = clog_digest(t);
+    uint8_t *bad = malloc(len);
+    /* every single-byte flip is caught by a checksum */
+    for (size_t at = 0; at < len; at += 7) {
+        memcpy(bad, snap, len);
+        bad[at] ^= 0x04;
+        int rv = clog_restore(t, bad, len);
+        CHECK(rv == CH_ECORRUPT || rv == CH_EMALFORMED || rv == CH_EVERSION);
+    }
+    CHECK_EQ_INT(clog_restore(t, snap, len - 3), CH_EMALFORMED);
+    /* well-checksummed payloads with bad users: the conversations before them are
+     * valid, and still nothing changes */
+    struct ch_slice pw = ch_slice_str("pw"), none = {NULL, 0};
+    struct ch_slice big_settings = {(const uint8_t *)repeat('s', 4097), 4097};
+    enum { CASES = 9 };
+    for (int k = 0; k < CASES; k++) {
+        struct ch_wbuf p;
+        ch_wbuf_init(&p);
+        v1_payload(&p);
+        switch (k) {
+        case 0: /* out of order */
+            ch_put_u64(&p, 2);
+            put_user_rec(&p, "bob", 1, 0, 0, pw, none, none, none);
+            put_user_rec(&p, "alice", 1, 0, 0, pw, none, none, none);
+            break;
+        case 1: /* duplicate */
+            ch_put_u64(&p, 2);
+            put_user_rec(&p, "bob", 1, 0, 0, pw, none, none, none);
+            put_user_rec(&p, "bob", 1, 0, 0, pw, none, none, none);
+            break;
+        case 2: /* a prefix after its extension */
+            ch_put_u64(&p, 2);
+            put_user_rec(&p, "bob", 1, 0, 0, pw, none, none, none);
+            put_user_rec(&p, "bo", 1, 0, 0, pw, none, none, none);
+            break;
+        case 3: /* empty password record */
+            ch_put_u64(&p, 1);
+            put_user_rec(&p, "bob", 1, 0, 0, none, none, none, none);
+            break;
+        case 4: /* disabled must be 0 or 1 */
+            ch_put_u64(&p, 1);
+            put_user_rec(&p, "bob", 1, 0, 2, pw, none, none, none);
+            break;
+        case 5: /* settings too long */
+            ch_put_u64(&p, 1);
+            put_user_rec(&p, "bob", 1, 0, 0, pw, none, none, big_settings);
+            break;
+        case 6: /* count larger than the records */
+            ch_put_u64(&p, 3);
+            put_user_rec(&p, "bob", 1, 0, 0, pw, none, none, none);
+            break;
+        case 7: /* truncated record */
+            ch_put_u64(&p, 1);
+            put_user_rec(&p, "bob", 1, 0, 0, pw, none, none, none);
+            p.len -= 1;
+            break;
+        case 8: /* empty user id */
+            ch_put_u64(&p, 1);
+            put_user_rec(&p, "", 1, 0, 0, pw, none, none, none);
+            break;
+        }
+        size_t l;
+        uint8_t *s = wrap_snapshot(2, p.data, p.len, &l);
+        CHECK_EQ_INT(clog_restore(t, s, l), CH_EMALFORMED);
+        free(s);
+        ch_wbuf_free(&p);
+        CHECK_EQ_U64(clog_digest(t), before);
+    }
+    /* and a good hand-written one restores */
+    {
+        struct ch_wbuf p;
+        ch_wbuf_init(&p);
+        v1_payload(&p);
+        ch_put_u64(&p, 2);
+        put_user_rec(&p, "bo", 11, 0, 0, pw, none, none, none);
+        put_user_rec(&p, "bob", 12, 99, 1, pw, ch_slice_str("Bob"), ch_slice_str("hi"),
+                     ch_slice_str("{}"));
+        size_t l;
+        uint8_t *s = wrap_snapshot(2, p.data, p.len, &l);
+        struct clog *g = fresh(0, 0);
+        CHECK_EQ_INT(clog_restore(g, s, l), 0);
+        struct clog_user u = user_of(g, "bob");
+        CHECK(u.created_ts == 12 && u.last_seen == 99 && u.disabled == 1 &&
+              slice_is(u.display_name, "Bob") && slice_is(u.status, "hi") &&
+              slice_is(u.settings, "{}"));
+        CHECK(slice_is(user_of(g, "bo").display_name, "bo"));
+        free(s);
+        ch_wbuf_free(&p);
+        clog_destroy(g);
+    }
+    /* the target is intact: users, index and conversations */
+    CHECK_EQ_U64(clog_digest(t), before);
+    CHECK(slice_is(user_of(t, "zoe").settings, "{}"));
+    CHECK_CONVS(t, "alice", "77");
+    CHECK_CONVS(t, "bob", "");
+    CHECK(user_create(t, "zoe", "pw-z", "").dup);
+    free(bad);
+    free(snap);
+    clog_destroy(a);
+    clog_destroy(t);
+}
+
+/* A state with one user; `variant` changes one field (0 = none). */
+static struct clog *one_user(int variant, int order)
+{
+    struct clog *c = fresh(0, 0);
+    struct clog_output o;
+    clog_output_init(&o);
+    const char *names[2] = {"u1", variant == 1 ? "u2x" : "u2"};
+    for (int i = 0; i < 2; i++) {
+        const char *name = names[order ? 1 - i : i];
+        struct clog_cmd cmd = {.op = CLOG_OP_USER_CREATE, .actor = ch_slice_str(name),
+                               .body = ch_slice_str(variant == 2 ? "pw!" : "pw"),
+                               .name = ch_slice_str(variant == 3 ? "N2" : "N")};
+        clog_apply_cmd(c, &cmd, variant == 4 ? 11 : 10, &o);
+    }
+    struct clog_cmd up[4] = {
+        {.kind = CLOG_USER_STATUS, .body = ch_slice_str(variant == 5 ? "away" : "here")},
+        {.kind = CLOG_USER_SETTINGS,
+         .body = ch_slice_str(variant == 6 ? "{\"a\":2}" : "{\"a\":1}")},
+        {.kind = CLOG_USER_LAST_SEEN, .ref_seq = variant == 7 ? 501 : 500},
+        {.kind = CLOG_USER_DISABLED, .ref_seq = variant == 8 ? 1 : 0},
+    };
+    for (int i = 0; i < 4; i++) {
+        up[i].op = CLOG_OP_USER_UPDATE;
+        up[i].actor = ch_slice_str("u1");
+        clog_apply_cmd(c, &up[i], 20, &o);
+    }
+    clog_output_free(&o);
+    return c;
+}
+
+static void digest_covers_every_user_field(void)
+{
+    struct clog *base = one_user(0, 0);
+    struct clog *reordered = one_user(0, 1);
+    CHECK_EQ_U64(clog_digest(reordered), clog_digest(base)); /* independent of layout */
+    for (int v = 1; v <= 8; v++) {
+        struct clog *c = one_user(v, 0);
+        if (clog_digest(c) == clog_digest(base)) {
+            fprintf(stderr, "  variant %d does not change the digest\n", v);
+            CHECK(0);
+        }
+        clog_destroy(c);
+    }
+    /* a display name moved from one field to another is a different state */
+    struct clog *x = fresh(0, 0), *y = fresh(0, 0);
+    user_create(x, "u", "pw", "");
+    user_update(x, "u", CLOG_USER_STATUS, "ab", 0);
+    user_create(y, "u", "pw", "");
+    user_update(y, "u", CLOG_USER_SETTINGS, "ab", 0);
+    CHECK(clog_digest(x) != clog_digest(y));
+    /* no users: the digest of conversations alone is unchanged by the users table */
+    struct clog *e = fresh(0, 0), *f = fresh(0, 0);
+    CHECK_EQ_U64(clog_digest(e), clog_digest(f));
+    user_create(f, "u", "pw", "");
+    CHECK(clog_digest(e) != clog_digest(f));
+    clog_destroy(x);
+    clog_destroy(y);
+    clog_destroy(e);
+    clog_destroy(f);
+    clog_destroy(base);
+    clog_destroy(reordered);
+}
+
 static void cleanup(void)
 {
     clog_output_free(&out);
@@ -713,6 +1596,15 @@ int main(void)
         TEST_CASE(replicas_converge_and_snapshots_round_trip),
         TEST_CASE(corrupt_snapshots_are_refused_and_change_nothing),
         TEST_CASE(empty_snapshot),
+        TEST_CASE(user_create_rules),
+        TEST_CASE(user_update_rules),
+        TEST_CASE(user_ops_travel_in_entries),
+        TEST_CASE(user_convs_follow_membership),
+        TEST_CASE(user_convs_scale),
+        TEST_CASE(snapshots_carry_users),
+        TEST_CASE(version_1_snapshots_restore),
+        TEST_CASE(corrupt_user_snapshots_change_nothing),
+        TEST_CASE(digest_covers_every_user_field),
     };
     clog_output_init(&out);
     ch_wbuf_init(&members_buf);

@@ -8,6 +8,7 @@
 #include "cluster/config.h"
 #include "common/error.h"
 #include "raft-log/clog.h"
+#include "raft-log/clog_cmd.h"
 #include "test.h"
 
 static char err[512];
@@ -483,6 +484,16 @@ static void test_shard_functions(void)
     CHECK_EQ_INT(cluster_shard_of_conv(UINT64_MAX, 1024), 379);
     CHECK_EQ_INT(cluster_shard_of_user("alice", 5, 16), 12);
     CHECK_EQ_INT(cluster_shard_of_user("", 0, 16), 11);
+    /* A command lives on its conversation's shard; a user op (conv 0) on its user's,
+     * whatever its conv field says: the store routes by this, the readers of user
+     * records (USER_GET) look there. */
+    struct clog_cmd post = {.op = CLOG_OP_POST, .conv = 42, .actor = ch_slice_str("alice")};
+    CHECK_EQ_INT(cluster_shard_of_cmd(&post, 16), cluster_shard_of_conv(42, 16));
+    for (uint8_t op = CLOG_OP_USER_CREATE; op <= CLOG_OP_USER_UPDATE; op++) {
+        struct clog_cmd user = {.op = op, .conv = 0, .actor = ch_slice_str("alice")};
+        CHECK_EQ_INT(cluster_shard_of_cmd(&user, 16), 12);
+        CHECK(cluster_shard_of_cmd(&user, 16) != cluster_shard_of_conv(0, 16));
+    }
     for (uint64_t c = 0; c < 1000; c++) {
         CHECK_EQ_INT(cluster_shard_of_conv(c, 1), 0);
         CHECK(cluster_shard_of_conv(c, 7) < 7);
