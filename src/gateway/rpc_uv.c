@@ -60,6 +60,8 @@ struct rpc_sub {
     uint64_t retry_at;
     uint32_t tries;
     uint32_t backoff;
+    int live;          /* SUBSCRIBED received on p.node */
+    uint64_t moved_at; /* last move to the leader (at most one a second) */
     struct rpc_sub *next;
 };
 
@@ -244,6 +246,7 @@ static void node_fail(struct node *n, const char *why)
             c->tries++;
         } else {
             struct rpc_sub *s = (struct rpc_sub *)p;
+            s->live = 0;
             s->tries++;
             s->retry_at = now + RPC_BACKOFF_MIN_MS;
         }
@@ -556,10 +559,30 @@ int rpc_call(struct rpc *r, uint32_t shard, const uint8_t *frame, size_t len, rp
 
 /* ---- subscriptions ---------------------------------------------------------------- */
 
+static int node_usable(const struct rpc *r, uint32_t id)
+{
+    for (uint32_t i = 0; i < r->n_nodes; i++) {
+        const struct node *n = &r->nodes[i];
+        if (n->id == id)
+            return n->state == NODE_UP || n->state == NODE_CONNECTING ||
+                   (n->state == NODE_IDLE && uv_now(r->loop) >= n->reconnect_at);
+    }
+    return 0;
+}
+
+/*
+ * Where to follow a shard's stream: its leader when known (a follower applies a
+ * commit only when the leader's next message, at worst a heartbeat, tells it —
+ * that would add up to a heartbeat interval to every delivery), else this node's
+ * own replica (no network hop), then the others in turn.
+ */
 static uint32_t sub_target(const struct rpc_sub *s)
 {
     const struct rpc *r = s->r;
-    /* this node's own replica first (no network hop), then the others in turn */
+    uint32_t leader = r->leader[s->shard];
+    if (leader != 0 && s->tries == 0 && is_replica(r, s->shard, leader) &&
+        node_usable(r, leader))
+        return leader;
     uint32_t rf = r->opt.config->replication;
     uint32_t self_at = rf;
     for (uint32_t i = 0; i < rf; i++)
@@ -599,6 +622,7 @@ static void sub_send(struct rpc_sub *s, uint32_t node_id)
 
 static void sub_detach(struct rpc_sub *s)
 {
+    s->live = 0;
     if (s->p.node != NULL) {
         ch_map_del(&s->p.node->pending, &s->p.req_id, sizeof s->p.req_id);
         s->p.node = NULL;
@@ -636,7 +660,10 @@ static void on_sub_frame(struct rpc_sub *s, struct node *n, const struct proto_f
          * break must resume there, not at whatever is next by then. */
         if (s->want == 0)
             s->want = m.next_index;
-        CH_INFO((int)s->shard, "rpc: following the committed stream on node %u from %llu",
+        s->live = 1;
+        if (m.leader_hint != 0 && is_replica(r, s->shard, m.leader_hint))
+            r->leader[s->shard] = m.leader_hint; /* the tick moves there if it is not n */
+        CH_DEBUG((int)s->shard, "rpc: following the committed stream on node %u from %llu",
                  n->id, (unsigned long long)s->want);
         return;
     }
@@ -689,6 +716,26 @@ int rpc_subscribe(struct rpc *r, uint32_t shard, uint64_t from_index,
     return 0;
 }
 
+/* Follows the shard's stream on its leader instead: the old replica is told to
+ * stop (frames it sent meanwhile carry the old request id and are dropped) and
+ * the new one replays from the next wanted index, so nothing is missed or seen
+ * twice. */
+static void sub_move(struct rpc_sub *s, uint32_t leader)
+{
+    struct node *old = s->p.node;
+    struct ch_wbuf b;
+    ch_wbuf_init(&b);
+    struct proto_unsubscribe m = {.shard = s->shard, .sub_id = s->p.req_id};
+    proto_encode_unsubscribe(&b, 0, &m);
+    if (!ch_wbuf_error(&b))
+        node_write(old, b.data, b.len, 0);
+    ch_wbuf_free(&b);
+    sub_detach(s);
+    s->moved_at = uv_now(s->r->loop);
+    s->tries = 0;
+    sub_send(s, leader);
+}
+
 uint64_t rpc_sub_position(const struct rpc_sub *s)
 {
     return s->want ? s->want - 1 : 0;
@@ -720,8 +767,15 @@ static void tick_cb(uv_timer_t *t)
             c->retry_at = now; /* orphaned by an allocation failure: resend next tick */
     }
     for (struct rpc_sub *s = r->subs; s != NULL; s = s->next) {
-        if (s->p.node == NULL && (s->retry_at == 0 || now >= s->retry_at))
+        if (s->p.node == NULL && (s->retry_at == 0 || now >= s->retry_at)) {
             sub_send(s, sub_target(s));
+            continue;
+        }
+        uint32_t leader = r->leader[s->shard];
+        if (s->live && leader != 0 && leader != s->p.node->id && s->want != 0 &&
+            now - s->moved_at >= 1000 && is_replica(r, s->shard, leader) &&
+            node_usable(r, leader))
+            sub_move(s, leader);
     }
     for (uint32_t i = 0; i < r->n_nodes; i++) {
         struct node *n = &r->nodes[i];

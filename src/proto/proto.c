@@ -132,6 +132,7 @@ PROTO__DEFINE(USER_GET_REPLY, user_get_reply, PROTO_USER_GET_REPLY_FIELDS)
 PROTO__DEFINE(USER_CONVS, user_convs, PROTO_USER_CONVS_FIELDS)
 PROTO__DEFINE(USER_CONVS_REPLY, user_convs_reply, PROTO_USER_CONVS_REPLY_FIELDS)
 PROTO__DEFINE(PUBLISH, publish, PROTO_PUBLISH_FIELDS)
+PROTO__DEFINE(UNSUBSCRIBE, unsubscribe, PROTO_UNSUBSCRIBE_FIELDS)
 
 /* ---- repeated elements: appended to an open frame, no header of their own --------- */
 

@@ -44,7 +44,8 @@
     M(USER_GET_REPLY, 108, PROTO_USER_GET_REPLY_FIELDS)                            \
     M(USER_CONVS, 8, PROTO_USER_CONVS_FIELDS)                                      \
     M(USER_CONVS_REPLY, 109, PROTO_USER_CONVS_REPLY_FIELDS)                        \
-    M(PUBLISH, 9, PROTO_PUBLISH_FIELDS)
+    M(PUBLISH, 9, PROTO_PUBLISH_FIELDS)                                            \
+    M(UNSUBSCRIBE, 10, PROTO_UNSUBSCRIBE_FIELDS)
 
 /* err: CH_E* code; leader_hint: node id of the shard's leader if known, else 0;
  * extra: code-specific (CH_ETOOOLD: oldest retained index); message: for humans. */
@@ -82,7 +83,14 @@
 #define PROTO_SUBSCRIBE_FIELDS(X) X(u32, shard) X(u64, from_index)
 
 /* next_index: index of the first entry the stream will carry. */
-#define PROTO_SUBSCRIBED_FIELDS(X) X(u32, shard) X(u64, next_index)
+/* leader_hint: the shard's leader as this replica knows it (0: unknown); the
+ * leader's stream is the freshest, since followers apply a commit only when the
+ * leader's next message tells them of it. */
+#define PROTO_SUBSCRIBED_FIELDS(X) X(u32, shard) X(u64, next_index) X(u32, leader_hint)
+
+/* Ends the subscription that SUBSCRIBE request `sub_id` (its req_id) opened on
+ * this connection; unknown ids are ignored.  No reply. */
+#define PROTO_UNSUBSCRIBE_FIELDS(X) X(u32, shard) X(u64, sub_id)
 
 /* One applied entry of the shard: its Raft index and the events it produced
  * (possibly none).  Repeated: n_events event records. */
@@ -196,6 +204,7 @@ struct proto_user_get_reply { PROTO_USER_GET_REPLY_FIELDS(PROTO__FIELD) };
 struct proto_user_convs { PROTO_USER_CONVS_FIELDS(PROTO__FIELD) };
 struct proto_user_convs_reply { PROTO_USER_CONVS_REPLY_FIELDS(PROTO__FIELD) };
 struct proto_publish { PROTO_PUBLISH_FIELDS(PROTO__FIELD) };
+struct proto_unsubscribe { PROTO_UNSUBSCRIBE_FIELDS(PROTO__FIELD) };
 struct proto_user_conv { PROTO_USER_CONV_FIELDS(PROTO__FIELD) };
 /* PONG shares PING's layout. */
 #define proto_pong proto_ping
@@ -223,6 +232,7 @@ PROTO__DECLARE(USER_GET_REPLY, user_get_reply)
 PROTO__DECLARE(USER_CONVS, user_convs)
 PROTO__DECLARE(USER_CONVS_REPLY, user_convs_reply)
 PROTO__DECLARE(PUBLISH, publish)
+PROTO__DECLARE(UNSUBSCRIBE, unsubscribe)
 #undef PROTO__DECLARE
 
 /* Repeated elements: append to an open frame / read from a body. */

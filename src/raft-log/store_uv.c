@@ -742,7 +742,8 @@ static void handle_subscribe(struct conn *c, uint64_t req_id, struct ch_rbuf *bo
     c->subs = s;
     struct ch_wbuf head;
     ch_wbuf_init(&head);
-    struct proto_subscribed r = {.shard = m.shard, .next_index = next};
+    struct proto_subscribed r = {
+        .shard = m.shard, .next_index = next, .leader_hint = shard_leader_hint(sh)};
     proto_encode_subscribed(&head, req_id, &r);
     if (ch_wbuf_error(&head) || ch_wbuf_reserve(&c->out, head.len) != 0) {
         ch_wbuf_free(&head);
@@ -754,6 +755,24 @@ static void handle_subscribe(struct conn *c, uint64_t req_id, struct ch_rbuf *bo
     c->out.len += head.len;
     ch_wbuf_free(&head);
     conn_touch(c);
+}
+
+static void handle_unsubscribe(struct conn *c, struct ch_rbuf *body)
+{
+    struct store *st = c->st;
+    struct proto_unsubscribe m;
+    if (proto_decode_unsubscribe(body, &m) != 0 || m.shard >= st->opt.config->n_shards)
+        return; /* no reply by definition; a bad one changes nothing */
+    for (struct sub **p = &c->subs; *p != NULL; p = &(*p)->next_in_conn) {
+        struct sub *s = *p;
+        if (s->req_id == m.sub_id && s->shard == m.shard) {
+            *p = s->next_in_conn;
+            if (st->opt.shards[s->shard] != NULL)
+                shard_unsubscribe(st->opt.shards[s->shard], &s->base);
+            free(s);
+            return;
+        }
+    }
 }
 
 /* ---- STATUS --------------------------------------------------------------------------- */
@@ -851,6 +870,9 @@ static void dispatch(struct conn *c, const struct proto_frame *f)
     }
     case PROTO_SUBSCRIBE:
         handle_subscribe(c, f->req_id, &body);
+        return;
+    case PROTO_UNSUBSCRIBE:
+        handle_unsubscribe(c, &body);
         return;
     case PROTO_STATUS:
         handle_status(c, f->req_id, &body);

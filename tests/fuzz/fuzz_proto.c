@@ -202,6 +202,11 @@ static void body(const struct proto_frame *f)
         FIXED(publish, m);
         break;
     }
+    case PROTO_UNSUBSCRIBE: {
+        struct proto_unsubscribe m;
+        FIXED(unsubscribe, m);
+        break;
+    }
     default:
         break;
     }
