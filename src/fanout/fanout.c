@@ -32,6 +32,11 @@ struct follow {
     uint8_t ended;    /* membership ended: remove after the current pass */
     uint64_t fetch_after; /* the cursor the outstanding read started from */
     uint8_t reread;       /* read once more when the outstanding read returns */
+    /* Created by a join seen while the connection's session read of this shard
+     * was still out: nothing is pushed until that read settles it. */
+    uint8_t tentative;
+    uint32_t shard;       /* of the join that created it (tentative follows) */
+    uint64_t join_index;  /* the Raft index of that join */
 };
 
 struct fconv {
@@ -54,6 +59,11 @@ struct fconn {
     uint32_t n, cap;
     struct ch_map by_conv; /* conv id (key in fconv) -> follow */
     uint8_t dead; /* 1 overflowed, 2 removed: freed after the current pass */
+    /* Session start (fan_conn_loading): per shard, the Raft index of the state the
+     * session's membership read saw (0: that read is still out).  Joins at or
+     * below it are already reflected in the follows the read installed. */
+    uint64_t *read_at;
+    uint32_t n_shards;
 };
 
 struct fan {
@@ -187,7 +197,7 @@ static struct follow *follow_get(const struct fconn *c, uint64_t conv)
 
 static void start_fetch(struct fan *f, struct follow *fw)
 {
-    if (fw->fetching || fw->ended || fw->conn->dead)
+    if (fw->fetching || fw->ended || fw->tentative || fw->conn->dead)
         return;
     fw->fetching = 1;
     fw->failed = 0;
@@ -289,6 +299,7 @@ static void conn_free(struct fan *f, struct fconn *c)
     while (c->n > 0)
         follow_remove(f, c->v[c->n - 1]);
     free(c->v);
+    free(c->read_at);
     ch_map_free(&c->by_conv);
     struct fuser *u = c->user;
     for (uint32_t i = 0; i < u->n; i++) {
@@ -410,6 +421,15 @@ static int offer(struct fan *f, struct follow *fw, const struct clog_event *ev,
 {
     if (fw->ended || fw->conn->dead)
         return 0;
+    if (fw->tentative) {
+        /* not pushed yet: remember how far the conversation went, and whether the
+         * membership ended again */
+        if (ev->seq > fw->target)
+            fw->target = ev->seq;
+        if (ends_membership(fw, ev))
+            fw->ended = 1;
+        return 0;
+    }
     if (ev->seq <= fw->pushed) {
         f->st.duplicates++;
         return 0;
@@ -430,23 +450,48 @@ static int offer(struct fan *f, struct follow *fw, const struct clog_event *ev,
     return 0;
 }
 
-/* A CREATED or MEMBER_ADDED naming local users: their connections start following
- * just before this event. */
-static void joins(struct fan *f, const struct clog_event *ev, struct ch_slice user)
+/*
+ * A CREATED or MEMBER_ADDED naming local users: their connections start following
+ * just before this event — unless a connection's session read of the shard saw a
+ * state at or past this entry (a replayed entry: the read already installed what
+ * membership the user has), and only tentatively while that read is still out.
+ */
+static void joins(struct fan *f, const struct clog_event *ev, struct ch_slice user,
+                  uint32_t shard, uint64_t index)
 {
     struct fuser *u = ch_map_get(&f->users, user.ptr, user.len);
     if (u == NULL)
         return;
     for (uint32_t i = 0; i < u->n; i++) {
+        struct fconn *c = u->conns[i];
         struct follow *fw;
-        if (follow_get(u->conns[i], ev->conv) != NULL)
+        if (follow_get(c, ev->conv) != NULL)
             continue;
-        if (follow_add(f, u->conns[i], ev->conv, ev->seq - 1, &fw) != 0)
-            drop(f, u->conns[i]); /* cannot track it: better resync than miss events */
+        int tentative = 0;
+        if (c->read_at != NULL && shard < c->n_shards) {
+            if (c->read_at[shard] == 0)
+                tentative = 1;
+            else if (index <= c->read_at[shard])
+                continue;
+        }
+        if (follow_add(f, c, ev->conv, ev->seq - 1, &fw) != 0) {
+            drop(f, c); /* cannot track it: better resync than miss events */
+            continue;
+        }
+        if (tentative) {
+            fw->tentative = 1;
+            fw->shard = shard;
+            fw->join_index = index;
+        }
     }
 }
 
 void fan_event(struct fan *f, const struct clog_event *ev)
+{
+    fan_event_at(f, ev, 0, UINT64_MAX);
+}
+
+void fan_event_at(struct fan *f, const struct clog_event *ev, uint32_t shard, uint64_t index)
 {
     f->st.events++;
     if (ev->type == CLOG_EV_CREATED) {
@@ -456,9 +501,9 @@ void fan_event(struct fan *f, const struct clog_event *ev)
         uint8_t role;
         if (clog_members_open(&it, ev->members, &count) == 0)
             while (clog_members_next(&it, &user, &role) == 1)
-                joins(f, ev, user);
+                joins(f, ev, user, shard, index);
     } else if (ev->type == CLOG_EV_MEMBER_ADDED) {
-        joins(f, ev, ev->target);
+        joins(f, ev, ev->target, shard, index);
     }
     struct fconv *cv = conv_get(f, ev->conv, 0);
     if (cv == NULL) {
@@ -471,7 +516,8 @@ void fan_event(struct fan *f, const struct clog_event *ev)
         /* receipts are outside the sequence: every follower gets them as they come */
         if ((shared = encode(f, ev)) != NULL)
             for (uint32_t i = 0; i < cv->n; i++)
-                push(f, cv->v[i]->conn, shared);
+                if (!cv->v[i]->tentative)
+                    push(f, cv->v[i]->conn, shared);
     } else {
         for (uint32_t i = 0; i < cv->n; i++)
             if (offer(f, cv->v[i], ev, &shared) != 0)
@@ -509,7 +555,75 @@ int fan_follow(struct fan *f, uint64_t conn, uint64_t conv, uint64_t pushed,
 int fan_follows(const struct fan *f, uint64_t conn, uint64_t conv)
 {
     const struct fconn *c = conn_get(f, conn);
-    return c != NULL && follow_get(c, conv) != NULL;
+    const struct follow *fw = c ? follow_get(c, conv) : NULL;
+    return fw != NULL && !fw->tentative;
+}
+
+int fan_conn_loading(struct fan *f, uint64_t conn, uint32_t n_shards)
+{
+    struct fconn *c = conn_get(f, conn);
+    if (c == NULL)
+        return CH_ENOTFOUND;
+    if (c->read_at != NULL || n_shards == 0)
+        return CH_EINVAL;
+    c->read_at = calloc(n_shards, sizeof *c->read_at);
+    if (c->read_at == NULL)
+        return CH_ENOMEM;
+    c->n_shards = n_shards;
+    return 0;
+}
+
+int fan_conn_shard_read(struct fan *f, uint64_t conn, uint32_t shard, uint64_t applied_index,
+                        const struct fan_start *convs, size_t n, uint64_t stream_position)
+{
+    struct fconn *c = conn_get(f, conn);
+    if (c == NULL || c->dead)
+        return CH_ENOTFOUND;
+    if (c->read_at == NULL || shard >= c->n_shards)
+        return CH_EINVAL;
+    uint64_t at = applied_index ? applied_index : 1;
+    c->read_at[shard] = at;
+    /* The stream already went past the read's state: events of listed
+     * conversations in between were not pushed to this connection. */
+    int ahead = stream_position > applied_index;
+    for (size_t i = 0; i < n; i++) {
+        struct follow *fw = follow_get(c, convs[i].conv);
+        if (fw != NULL && fw->tentative) {
+            /* the read says the user is a member with the log at last_seq: push
+             * from there (what the tentative follow saw beyond it is fetched) */
+            fw->tentative = 0;
+            fw->ended = 0;
+            fw->pushed = convs[i].last_seq;
+            if (fw->target < fw->pushed)
+                fw->target = fw->pushed;
+            if (fw->target > fw->pushed || ahead)
+                start_fetch(f, fw);
+            continue;
+        }
+        int rv = fan_follow(f, conn, convs[i].conv, convs[i].last_seq, convs[i].last_seq,
+                            ahead ? FAN_READ : 0);
+        if (rv != 0)
+            return rv;
+    }
+    /* Tentative follows the read did not confirm: a join the read already saw and
+     * a later leave undid, or a replay of an old one, is dropped; a join after the
+     * read's state stands, and what it saw since is fetched. */
+    for (uint32_t i = 0; i < c->n;) {
+        struct follow *fw = c->v[i];
+        if (!fw->tentative || fw->shard != shard) {
+            i++;
+            continue;
+        }
+        if (fw->join_index <= at || fw->ended) {
+            follow_remove(f, fw); /* swaps the last follow into slot i */
+            continue;
+        }
+        fw->tentative = 0;
+        if (fw->target > fw->pushed)
+            start_fetch(f, fw);
+        i++;
+    }
+    return 0;
 }
 
 uint64_t fan_cursor(const struct fan *f, uint64_t conn, uint64_t conv)
@@ -607,7 +721,7 @@ void fan_refetch(struct fan *f, int (*match)(void *arg, uint64_t conv), void *ar
         int all = match != NULL && match(arg, cv->id);
         for (uint32_t i = 0; i < cv->n; i++) {
             struct follow *fw = cv->v[i];
-            if (fw->fetching)
+            if (fw->fetching || fw->tentative)
                 continue;
             if (all || fw->failed)
                 start_fetch(f, fw);
@@ -624,7 +738,7 @@ void fan_conv_conns(struct fan *f, uint64_t conv,
     f->in_pass = 1; /* fn may remove connections: defer that to the end */
     for (uint32_t i = 0; i < cv->n; i++) {
         struct fconn *c = cv->v[i]->conn;
-        if (c->dead)
+        if (c->dead || cv->v[i]->tentative)
             continue;
         fn(arg, c->id,
            (struct ch_slice){.ptr = (const uint8_t *)c->user->name, .len = c->user->len});

@@ -102,8 +102,35 @@ uint64_t fan_cursor(const struct fan *f, uint64_t conn, uint64_t conv);
 /* Is a catch-up read for (conn, conv) outstanding or still needed? */
 int fan_behind(const struct fan *f, uint64_t conn, uint64_t conv);
 
-/* One committed event from a shard stream (record = its encoding). */
+/*
+ * One committed event from a shard stream: `index` is the Raft index of the entry
+ * that carried it on `shard` (the session-start rule below compares it with the
+ * sessions' reads).  fan_event is fan_event_at with an index newer than any read.
+ */
+void fan_event_at(struct fan *f, const struct clog_event *ev, uint32_t shard, uint64_t index);
 void fan_event(struct fan *f, const struct clog_event *ev);
+
+/*
+ * Session start.  A new session learns its user's conversations by reading each
+ * shard (linearizably, at some Raft index A); meanwhile the stream goes on, and
+ * after a restart it may replay old entries as the replica re-applies its log.
+ * fan_conn_loading marks the connection as starting: a join (CREATED or
+ * MEMBER_ADDED naming the user) seen on a shard whose read is still out makes a
+ * tentative follow that pushes nothing.  fan_conn_shard_read installs one shard's
+ * answer: each listed conversation is followed from its last_seq (a tentative
+ * follow is confirmed there); an unlisted tentative follow stands only if its join
+ * came after A; and from then on joins at or below A are ignored for this
+ * connection (replays).  stream_position is the last index the stream has handed
+ * to fan_event_at for that shard: when it is past A, the listed conversations get
+ * a catch-up read (their events in between went by unfollowed).
+ */
+struct fan_start {
+    uint64_t conv;
+    uint64_t last_seq;
+};
+int fan_conn_loading(struct fan *f, uint64_t conn, uint32_t n_shards);
+int fan_conn_shard_read(struct fan *f, uint64_t conn, uint32_t shard, uint64_t applied_index,
+                        const struct fan_start *convs, size_t n, uint64_t stream_position);
 
 /*
  * The result of a catch-up read for (conn, conv): `records` holds n event records

@@ -33,6 +33,7 @@ struct gw_client {
     uint64_t token_exp;
     struct sess_queue q;
     struct sess_bucket login_bucket;
+    char peer[48]; /* source address, for the per-address login bucket */
     struct gw_sync *syncs;
     int closing; /* a goodbye is queued: close once it is written */
     /* REST: the reply (JSON text of a WS reply) and its state */
@@ -41,13 +42,26 @@ struct gw_client {
     int http_status;
 };
 
-/* A user with at least one connection to this gateway. */
+/*
+ * A user seen by this gateway: WebSocket connections (presence) and the token
+ * buckets of its requests (WebSocket and REST alike).  It outlives the user's
+ * connections by GW_USER_IDLE_MS, so reconnecting does not refill the buckets.
+ */
 struct gw_user {
     uint32_t conns;
+    uint64_t idle_since; /* loop ms when conns dropped to 0 (or it was created) */
     struct sess_bucket send;
     struct sess_bucket typing;
     uint16_t len;
     char name[]; /* map key */
+};
+
+/* Login attempts from one source address (register/login bucket). */
+struct gw_addr {
+    uint64_t idle_since; /* last attempt */
+    struct sess_bucket login;
+    uint16_t len;
+    char name[]; /* map key: the address as text */
 };
 
 struct gw {
@@ -62,6 +76,7 @@ struct gw {
     struct ch_map clients; /* id -> gw_client */
     uint64_t next_client_id;
     struct ch_map users;    /* name -> gw_user */
+    struct ch_map addrs;    /* source address -> gw_addr */
     struct ch_map presence; /* name -> remote presence */
     struct ch_map watchers; /* name -> watch list */
     uv_timer_t timer;

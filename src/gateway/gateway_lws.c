@@ -41,7 +41,7 @@ struct pss {
     /* HTTP transaction */
     int method; /* 'G', 'P', 'D' */
     char path[256];
-    char query_after[24], query_before[24], query_limit[24];
+    char query_after[64], query_before[64], query_limit[64]; /* "name=" + value */
     char auth[WIRE_MAX_TOKEN + 16];
     uint8_t *body;
     size_t body_len;
@@ -74,6 +74,8 @@ static struct gw_client *client_new(struct gw *gw, struct lws *wsi, int http)
     sess_queue_init(&c->q, gw->cfg->gateway.max_queue_bytes);
     const struct cluster_rate *r = &gw->cfg->gateway.rate;
     sess_bucket_init(&c->login_bucket, r->login_per_s, r->login_burst, uv_now(gw->loop));
+    if (lws_get_peer_simple(wsi, c->peer, sizeof c->peer) == NULL)
+        snprintf(c->peer, sizeof c->peer, "?");
     if (ch_map_put(&gw->clients, &c->id, sizeof c->id, c) != 0) {
         free(c);
         return NULL;
@@ -254,6 +256,17 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+/* A numeric path or query parameter as the JSON request field: a number when it
+ * fits JSON's integers, else the text (so the op answers bad_request instead of
+ * the value wrapping around). */
+static void set_u64_arg(json_t *req, const char *name, const char *text, uint64_t v)
+{
+    if (v > INT64_MAX)
+        json_object_set_new(req, name, json_string(text));
+    else
+        json_object_set_new(req, name, json_integer((json_int_t)v));
+}
+
 /* Maps method + path onto an op and its path parameters; sets *status_ok. */
 static const char *rest_route(struct pss *pss, json_t *req, int *status_ok)
 {
@@ -287,7 +300,7 @@ static const char *rest_route(struct pss *pss, json_t *req, int *status_ok)
     uint64_t conv;
     if (parse_u64(seg[1], &conv) != 0)
         return NULL;
-    json_object_set_new(req, "conv", json_integer((json_int_t)(conv & INT64_MAX)));
+    set_u64_arg(req, "conv", seg[1], conv);
     if (n == 2)
         return m == 'G' ? "get" : NULL;
     if (strcmp(seg[2], "members") == 0) {
@@ -317,7 +330,7 @@ static const char *rest_route(struct pss *pss, json_t *req, int *status_ok)
             if (parse_u64(vals[i], &v) != 0)
                 json_object_set_new(req, names[i], json_string(vals[i])); /* typed error */
             else
-                json_object_set_new(req, names[i], json_integer((json_int_t)(v & INT64_MAX)));
+                set_u64_arg(req, names[i], vals[i], v);
         }
         return "history";
     }
@@ -502,6 +515,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 {
     struct pss *pss = user;
     struct gw *gw = lws_context_user(lws_get_context(wsi));
+    /*
+     * Per-session data exists only once libwebsockets has bound the connection to
+     * our protocol: a connection closed before its first request (a port probe, a
+     * health checker's bare connect) reaches CLOSED_HTTP with none.
+     */
+    if (pss == NULL && reason != LWS_CALLBACK_HTTP && reason != LWS_CALLBACK_ESTABLISHED)
+        return reason == LWS_CALLBACK_CLOSED_HTTP || reason == LWS_CALLBACK_CLOSED
+                   ? 0
+                   : lws_callback_http_dummy(wsi, reason, user, in, len);
     switch (reason) {
     case LWS_CALLBACK_ESTABLISHED: {
         char uri[64];
@@ -619,7 +641,10 @@ static void lws_log_bridge(int level, const char *line)
     int n = (int)strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         n--;
-    ch_log(level == LLL_ERR ? CH_LOG_ERROR : CH_LOG_WARN, -1, "lws: %.*s", n, line);
+    /* libwebsockets reports peers' misbehaviour (oversized headers, bad frames) as
+     * errors; to this node those are warnings, its own failures are logged by us */
+    (void)level;
+    ch_log(CH_LOG_WARN, -1, "lws: %.*s", n, line);
 }
 
 /* The web client's directory: --web, else web/ beside the build directory. */

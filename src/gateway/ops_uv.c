@@ -26,6 +26,7 @@
 #define GW_PRESENCE_REFRESH_MS 10000
 #define GW_PRESENCE_EXPIRE_MS 35000
 #define GW_FETCH_LIMIT 200
+#define GW_USER_IDLE_MS 120000 /* a user's buckets are kept this long after its last use */
 
 /* An op in flight. */
 struct op {
@@ -41,6 +42,9 @@ struct op {
     int err;     /* first error of a multi-shard read */
     struct ch_wbuf acc;
     struct ch_wbuf login_reply; /* login/register on a WebSocket: sent once followed */
+    struct ch_wbuf frame;       /* create/add_member: sent once its users are known */
+    uint32_t shard;
+    char missing[WIRE_MAX_USER + 1]; /* a user that does not exist */
     uint32_t count;
     /* register / login */
     uv_work_t work;
@@ -100,6 +104,7 @@ static struct op *op_new(struct gw_client *c, const struct wire_request *req)
     o->user_len = c->user_len;
     ch_wbuf_init(&o->acc);
     ch_wbuf_init(&o->login_reply);
+    ch_wbuf_init(&o->frame);
     return o;
 }
 
@@ -107,6 +112,7 @@ static void op_free(struct op *o)
 {
     ch_wbuf_free(&o->acc);
     ch_wbuf_free(&o->login_reply);
+    ch_wbuf_free(&o->frame);
     free(o);
 }
 
@@ -204,19 +210,27 @@ static int gw_call(struct gw *gw, uint32_t shard, const uint8_t *frame, size_t l
     return rpc_call(gw->rpc, shard, frame, len, cb, data);
 }
 
-static int submit(struct op *o, const struct clog_cmd *cmd, uint32_t shard, rpc_cb cb)
+/* Encodes a one-command SUBMIT frame into out; 0 or CH_ENOMEM. */
+static int encode_submit(struct ch_wbuf *out, const struct clog_cmd *cmd)
 {
-    struct ch_wbuf batch, frame;
+    struct ch_wbuf batch;
     ch_wbuf_init(&batch);
-    ch_wbuf_init(&frame);
     clog_batch_add(&batch, cmd);
     struct proto_submit m = {.n_cmds = 1,
                              .cmds = {.ptr = batch.data, .len = batch.len}};
-    proto_encode_submit(&frame, 0, &m);
-    int rv = CH_ENOMEM;
-    if (!ch_wbuf_error(&batch) && !ch_wbuf_error(&frame))
-        rv = gw_call(o->gw, shard, frame.data, frame.len, cb, o);
+    proto_encode_submit(out, 0, &m);
+    int rv = ch_wbuf_error(&batch) || ch_wbuf_error(out) ? CH_ENOMEM : 0;
     ch_wbuf_free(&batch);
+    return rv;
+}
+
+static int submit(struct op *o, const struct clog_cmd *cmd, uint32_t shard, rpc_cb cb)
+{
+    struct ch_wbuf frame;
+    ch_wbuf_init(&frame);
+    int rv = encode_submit(&frame, cmd);
+    if (rv == 0)
+        rv = gw_call(o->gw, shard, frame.data, frame.len, cb, o);
     ch_wbuf_free(&frame);
     return rv;
 }
@@ -234,6 +248,88 @@ static uint32_t user_shard(const struct gw *gw, const void *user, size_t len)
 static struct ch_slice op_actor(const struct op *o)
 {
     return (struct ch_slice){.ptr = (const uint8_t *)o->user, .len = o->user_len};
+}
+
+static int user_get_call(struct gw *gw, struct ch_slice user, uint8_t flags, rpc_cb cb,
+                         void *data);
+static void write_done(void *data, int err, const struct proto_frame *f);
+
+/*
+ * create / add_member name users that live on other shards, which the
+ * conversation's state machine cannot see: the gateway reads each one (in
+ * parallel) and refuses the write with not_found when one does not exist.
+ */
+struct user_check {
+    struct op *o;
+    char user[WIRE_MAX_USER + 1];
+};
+
+static void checked_users_done(struct op *o)
+{
+    if (o->err == CH_ENOUSER) {
+        char msg[64 + WIRE_MAX_USER];
+        snprintf(msg, sizeof msg, "no such user: %s", o->missing);
+        op_error(o, CH_ENOUSER, msg);
+        return;
+    }
+    if (o->err != 0) {
+        op_error(o, o->err, NULL);
+        return;
+    }
+    int rv = gw_call(o->gw, o->shard, o->frame.data, o->frame.len, write_done, o);
+    if (rv != 0)
+        op_error(o, rv, NULL);
+}
+
+static void user_checked(void *data, int err, const struct proto_frame *f)
+{
+    struct user_check *uc = data;
+    struct op *o = uc->o;
+    if (err == 0)
+        err = frame_error(f);
+    if (err == CH_ENOUSER && o->err == 0)
+        snprintf(o->missing, sizeof o->missing, "%s", uc->user);
+    if (err != 0 && o->err == 0)
+        o->err = err;
+    free(uc);
+    if (--o->pending == 0)
+        checked_users_done(o);
+}
+
+/* Submits cmd once every user in users[0..n) is known to exist (the actor is not
+ * checked).  On return the op belongs to the callbacks. */
+static void submit_checked(struct op *o, const struct clog_cmd *cmd, uint32_t shard,
+                           const struct ch_slice *users, size_t n)
+{
+    o->shard = shard;
+    int rv = encode_submit(&o->frame, cmd);
+    if (rv != 0) {
+        op_error(o, rv, NULL);
+        return;
+    }
+    o->pending = 1; /* held until every check is issued */
+    struct ch_slice me = op_actor(o);
+    for (size_t i = 0; i < n && o->err == 0; i++) {
+        if (ch_slice_eq(users[i], me))
+            continue;
+        struct user_check *uc = calloc(1, sizeof *uc);
+        if (uc == NULL) {
+            o->err = CH_ENOMEM;
+            break;
+        }
+        uc->o = o;
+        memcpy(uc->user, users[i].ptr, users[i].len < WIRE_MAX_USER ? users[i].len
+                                                                   : WIRE_MAX_USER);
+        o->pending++;
+        rv = user_get_call(o->gw, users[i], 0, user_checked, uc);
+        if (rv != 0) {
+            o->pending--;
+            free(uc);
+            o->err = rv;
+        }
+    }
+    if (--o->pending == 0)
+        checked_users_done(o);
 }
 
 /* Write ops answered with {"conv","seq","ts","dup"}. */
@@ -334,11 +430,11 @@ static void op_create(struct gw_client *c, const struct wire_request *req, struc
                            .actor = me,
                            .name = req->name,
                            .members = {.ptr = members.data, .len = members.len}};
-    int rv = ch_wbuf_error(&members) ? CH_ENOMEM
-                                     : submit(o, &cmd, conv_shard(c->gw, o->conv), write_done);
+    if (ch_wbuf_error(&members))
+        op_error(o, CH_ENOMEM, NULL);
+    else
+        submit_checked(o, &cmd, conv_shard(c->gw, o->conv), req->users, req->n_users);
     ch_wbuf_free(&members);
-    if (rv != 0)
-        op_error(o, rv, NULL);
 }
 
 static void op_write(struct gw_client *c, const struct wire_request *req, struct op *o)
@@ -392,6 +488,10 @@ static void op_write(struct gw_client *c, const struct wire_request *req, struct
         return;
     }
     (void)c;
+    if (cmd.op == CLOG_OP_ADD_MEMBER) {
+        submit_checked(o, &cmd, conv_shard(o->gw, req->conv), &req->user, 1);
+        return;
+    }
     int rv = submit(o, &cmd, conv_shard(o->gw, req->conv), write_done);
     if (rv != 0)
         op_error(o, rv, NULL);
@@ -553,12 +653,19 @@ static void convs_done(void *data, int err, const struct proto_frame *f)
             err = CH_EINTERNAL;
         } else {
             struct gw_client *c = gw_client_find(o->gw, o->client);
-            int stream_ahead = o->gw->subs != NULL && o->gw->subs[m.shard] != NULL &&
-                               rpc_sub_position(o->gw->subs[m.shard]) > m.applied_index;
+            int session = o->op == WIRE_OP_AUTH && c != NULL && c->followed;
+            struct fan_start *starts =
+                session && m.n_convs ? calloc(m.n_convs, sizeof *starts) : NULL;
+            if (session && m.n_convs && starts == NULL)
+                err = CH_ENOMEM;
+            uint32_t got = 0;
             for (uint32_t i = 0; i < m.n_convs; i++) {
                 struct proto_user_conv uc;
-                if (proto_get_user_conv(&r, &uc) != 0)
+                if (proto_get_user_conv(&r, &uc) != 0) {
+                    err = CH_EINTERNAL;
                     break;
+                }
+                got++;
                 struct ch_wbuf *b = &o->acc;
                 wire_put_raw(b, o->count++ ? ",{" : "{");
                 wire_put_key(b, "conv");
@@ -578,18 +685,20 @@ static void convs_done(void *data, int err, const struct proto_frame *f)
                 wire_put_key(b, "members");
                 wire_put_u64(b, uc.n_members);
                 wire_put_raw(b, "}");
-                /*
-                 * Session start: follow each conversation from its end as this
-                 * answer saw it.  Events after that point reach the connection
-                 * through the stream, unless the stream is already past the
-                 * answer (it came from a replica ahead of this one): then the
-                 * events in between went by while the connection did not follow
-                 * the conversation, and a catch-up read fetches them.
-                 */
-                if (o->op == WIRE_OP_AUTH && c != NULL && c->followed)
-                    fan_follow(o->gw->fan, c->id, uc.conv, uc.last_seq, uc.last_seq,
-                               stream_ahead ? FAN_READ : 0);
+                if (starts != NULL)
+                    starts[i] = (struct fan_start){.conv = uc.conv, .last_seq = uc.last_seq};
             }
+            /* Session start: follow each conversation from its end as this answer
+             * saw it (fanout.h explains the joins and replays in between). */
+            if (session && err == 0) {
+                const struct rpc_sub *sub = o->gw->subs ? o->gw->subs[m.shard] : NULL;
+                int rv = fan_conn_shard_read(o->gw->fan, c->id, m.shard, m.applied_index,
+                                             starts, got,
+                                             sub ? rpc_sub_position(sub) : 0);
+                if (rv != 0 && rv != CH_ENOTFOUND)
+                    err = rv;
+            }
+            free(starts);
         }
     }
     if (err != 0 && o->err == 0)
@@ -701,7 +810,16 @@ static void issue_token_reply(struct op *o)
      * session and answer once the user's conversations are followed, so that every
      * event committed after the client has its answer is pushed to it. */
     c = gw_client_find(gw, o->client);
-    if (c != NULL && c->authed && !c->http && !c->followed && session_start(c) == 0) {
+    int rv = 0;
+    if (c != NULL && c->authed && !c->http && !c->followed &&
+        (rv = session_start(c)) != 0) {
+        c->authed = 0; /* no session: the client must retry, not carry on unfollowed */
+        op_error(o, rv, rv == CH_EUNAVAILABLE ? "the gateway is still connecting to the "
+                                                "shards: retry in a moment"
+                                              : NULL);
+        return;
+    }
+    if (c != NULL && c->authed && !c->http && c->followed) {
         o->op = WIRE_OP_AUTH;
         struct ch_wbuf t = o->login_reply;
         o->login_reply = o->acc;
@@ -822,11 +940,38 @@ static int user_get_call(struct gw *gw, struct ch_slice user, uint8_t flags, rpc
     return rv;
 }
 
+/* The login bucket of a source address, created on first use; NULL on OOM. */
+static struct gw_addr *gw_addr_get(struct gw *gw, const char *addr)
+{
+    size_t len = strlen(addr);
+    struct gw_addr *a = ch_map_get(&gw->addrs, addr, len);
+    uint64_t now = uv_now(gw->loop);
+    if (a == NULL) {
+        a = calloc(1, sizeof *a + len);
+        if (a == NULL)
+            return NULL;
+        a->len = (uint16_t)len;
+        memcpy(a->name, addr, len);
+        const struct cluster_rate *r = &gw->cfg->gateway.rate;
+        sess_bucket_init(&a->login, r->login_per_s, r->login_burst, now);
+        if (ch_map_put(&gw->addrs, a->name, a->len, a) != 0) {
+            free(a);
+            return NULL;
+        }
+    }
+    a->idle_since = now;
+    return a;
+}
+
 static void op_register_login(struct gw_client *c, const struct wire_request *req,
                               struct op *o)
 {
-    uint64_t retry = 0;
-    if (sess_bucket_take(&c->login_bucket, uv_now(c->gw->loop), &retry) != 0) {
+    uint64_t retry = 0, now = uv_now(c->gw->loop);
+    struct gw_addr *a = gw_addr_get(c->gw, c->peer);
+    /* per connection (a client looping on one socket) and per source address (one
+     * that opens a socket per attempt, or uses REST) */
+    if (sess_bucket_take(&c->login_bucket, now, &retry) != 0 ||
+        (a != NULL && sess_bucket_take(&a->login, now, &retry) != 0)) {
         c->gw->st.rate_limited++;
         send_error(c->gw, c->id, req->id, CH_ERATELIMITED, NULL, retry);
         op_free(o);
@@ -1269,32 +1414,62 @@ int gw_auth_token(struct gw_client *c, const char *token, size_t len)
     return verify_token(c, token, len);
 }
 
+/* The user's state on this gateway, created on first use; NULL on OOM. */
+static struct gw_user *gw_user_get(struct gw *gw, const char *name, size_t len)
+{
+    struct gw_user *u = ch_map_get(&gw->users, name, len);
+    uint64_t now = uv_now(gw->loop);
+    if (u == NULL) {
+        u = calloc(1, sizeof *u + len);
+        if (u == NULL)
+            return NULL;
+        u->len = (uint16_t)len;
+        memcpy(u->name, name, len);
+        const struct cluster_rate *r = &gw->cfg->gateway.rate;
+        sess_bucket_init(&u->send, r->send_per_s, r->send_burst, now);
+        sess_bucket_init(&u->typing, r->typing_per_s, r->typing_burst, now);
+        if (ch_map_put(&gw->users, u->name, u->len, u) != 0) {
+            free(u);
+            return NULL;
+        }
+    }
+    if (u->conns == 0)
+        u->idle_since = now;
+    return u;
+}
+
+/*
+ * A session may start only once every shard's stream has a definite position:
+ * its membership reads are compared with the stream, and entries that went by
+ * before the stream started would be lost to it.
+ */
+static int streams_started(const struct gw *gw)
+{
+    if (gw->subs == NULL)
+        return 0;
+    for (uint32_t s = 0; s < gw->cfg->n_shards; s++)
+        if (gw->subs[s] == NULL || !rpc_sub_started(gw->subs[s]))
+            return 0;
+    return 1;
+}
+
 /* A WebSocket client became authenticated: fanout and presence learn about it. */
 static int session_start(struct gw_client *c)
 {
     struct gw *gw = c->gw;
     if (c->http || c->followed)
         return 0;
+    if (!streams_started(gw))
+        return CH_EUNAVAILABLE;
     int rv = fan_conn_add(gw->fan, c->id, c->user, c->user_len);
+    if (rv == 0 && (rv = fan_conn_loading(gw->fan, c->id, gw->cfg->n_shards)) != 0)
+        fan_conn_remove(gw->fan, c->id);
     if (rv != 0)
         return rv;
     c->followed = 1;
-    struct gw_user *u = ch_map_get(&gw->users, c->user, c->user_len);
-    if (u == NULL) {
-        u = calloc(1, sizeof *u + c->user_len);
-        if (u == NULL)
-            return CH_ENOMEM;
-        u->len = (uint16_t)c->user_len;
-        memcpy(u->name, c->user, c->user_len);
-        uint64_t now = uv_now(gw->loop);
-        const struct cluster_rate *r = &gw->cfg->gateway.rate;
-        sess_bucket_init(&u->send, r->send_per_s, r->send_burst, now);
-        sess_bucket_init(&u->typing, r->typing_per_s, r->typing_burst, now);
-        if (ch_map_put(&gw->users, u->name, u->len, u) != 0) {
-            free(u);
-            return CH_ENOMEM;
-        }
-    }
+    struct gw_user *u = gw_user_get(gw, c->user, c->user_len);
+    if (u == NULL)
+        return CH_ENOMEM;
     if (u->conns++ == 0)
         local_presence(gw, u, 1);
     return 0;
@@ -1307,10 +1482,12 @@ static void op_auth(struct gw_client *c, const struct wire_request *req, struct 
         return;
     }
     int rv = verify_token(c, (const char *)req->token.ptr, req->token.len);
-    if (rv == 0)
-        rv = session_start(c);
+    if (rv == 0 && (rv = session_start(c)) != 0)
+        c->authed = 0;
     if (rv != 0) {
-        op_error(o, rv, NULL);
+        op_error(o, rv, rv == CH_EUNAVAILABLE ? "the gateway is still connecting to the "
+                                                "shards: retry in a moment"
+                                              : NULL);
         return;
     }
     memcpy(o->user, c->user, c->user_len);
@@ -1346,10 +1523,9 @@ void gw_client_gone(struct gw_client *c)
         }
     }
     struct gw_user *u = ch_map_get(&gw->users, c->user, c->user_len);
-    if (u != NULL && --u->conns == 0) {
+    if (u != NULL && u->conns > 0 && --u->conns == 0) {
         local_presence(gw, u, 0);
-        ch_map_del(&gw->users, u->name, u->len);
-        free(u);
+        u->idle_since = uv_now(gw->loop); /* kept for its buckets; the tick frees it */
     }
 }
 
@@ -1508,15 +1684,13 @@ static void stream_entry(void *data, uint32_t shard, uint64_t index, const uint8
                          size_t len, uint32_t n_events)
 {
     struct gw *gw = data;
-    (void)shard;
-    (void)index;
     struct ch_rbuf r;
     ch_rbuf_init(&r, events, len);
     for (uint32_t i = 0; i < n_events; i++) {
         struct clog_event ev;
         if (clog_event_decode(&r, &ev) != 0)
             break;
-        fan_event(gw->fan, &ev);
+        fan_event_at(gw->fan, &ev, shard, index);
     }
 }
 
@@ -1551,14 +1725,52 @@ static void on_node_connect(void *data, uint32_t node)
     uint64_t now = wall_ms();
     while (ch_map_next(&gw->users, &it, &slot)) {
         struct gw_user *u = slot->val;
-        publish(gw, PROTO_PUBLISH_PRESENCE, 1, 0, u->name, u->len, now);
+        if (u->conns > 0)
+            publish(gw, PROTO_PUBLISH_PRESENCE, 1, 0, u->name, u->len, now);
     }
+}
+
+/* Frees the entries of users (conns == 0) or addresses idle for GW_USER_IDLE_MS. */
+static void expire_idle(struct ch_map *m, int users, uint64_t now)
+{
+    void *gone[64];
+    size_t n;
+    do {
+        n = 0;
+        size_t it = 0;
+        const struct ch_map_slot *slot;
+        while (n < 64 && ch_map_next(m, &it, &slot)) {
+            uint64_t idle;
+            if (users) {
+                struct gw_user *u = slot->val;
+                if (u->conns > 0)
+                    continue;
+                idle = u->idle_since;
+            } else {
+                idle = ((struct gw_addr *)slot->val)->idle_since;
+            }
+            if (now - idle >= GW_USER_IDLE_MS)
+                gone[n++] = slot->val;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (users) {
+                struct gw_user *u = gone[i];
+                ch_map_del(m, u->name, u->len);
+            } else {
+                struct gw_addr *a = gone[i];
+                ch_map_del(m, a->name, a->len);
+            }
+            free(gone[i]);
+        }
+    } while (n == 64);
 }
 
 static void tick(uv_timer_t *t)
 {
     struct gw *gw = t->data;
     uint64_t now = uv_now(gw->loop);
+    expire_idle(&gw->users, 1, now);
+    expire_idle(&gw->addrs, 0, now);
     fan_refetch(gw->fan, NULL, NULL); /* reads that failed: try again */
     /* refresh our users' presence on the other gateways, expire stale remote ones */
     if (now >= gw->presence_refresh_at) {
@@ -1628,8 +1840,8 @@ void gw_handle_request(struct gw_client *c, const char *text, size_t len)
         wire_request_free(&req);
         return;
     }
-    if (is_write(req.op) && !c->http) {
-        struct gw_user *u = ch_map_get(&gw->users, c->user, c->user_len);
+    if (is_write(req.op)) {
+        struct gw_user *u = gw_user_get(gw, c->user, c->user_len);
         uint64_t retry = 0;
         if (u != NULL && sess_bucket_take(&u->send, uv_now(gw->loop), &retry) != 0) {
             gw->st.rate_limited++;
@@ -1735,6 +1947,7 @@ int gw_core_open(struct gw *gw, char *err, size_t errlen)
     }
     ch_map_init(&gw->clients);
     ch_map_init(&gw->users);
+    ch_map_init(&gw->addrs);
     ch_map_init(&gw->presence);
     ch_map_init(&gw->watchers);
     struct fan_callbacks cb = {.data = gw,
@@ -1802,6 +2015,7 @@ void gw_core_free(struct gw *gw)
     fan_destroy(gw->fan);
     gw->fan = NULL;
     free_map_values(&gw->users);
+    free_map_values(&gw->addrs);
     free_map_values(&gw->presence);
     size_t it = 0;
     const struct ch_map_slot *slot;

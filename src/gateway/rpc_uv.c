@@ -736,6 +736,11 @@ static void sub_move(struct rpc_sub *s, uint32_t leader)
     sub_send(s, leader);
 }
 
+int rpc_sub_started(const struct rpc_sub *s)
+{
+    return s->want != 0;
+}
+
 uint64_t rpc_sub_position(const struct rpc_sub *s)
 {
     return s->want ? s->want - 1 : 0;

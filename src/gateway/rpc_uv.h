@@ -89,6 +89,9 @@ int rpc_subscribe(struct rpc *r, uint32_t shard, uint64_t from_index,
 /* The Raft index of the last entry the subscription has handed to on_entry (or the
  * index before the first one it will hand out); 0 before the stream started. */
 uint64_t rpc_sub_position(const struct rpc_sub *s);
+/* Has the stream a definite position yet (a replica answered SUBSCRIBED once)?
+ * Until then entries may go by unseen; afterwards resubscriptions resume. */
+int rpc_sub_started(const struct rpc_sub *s);
 
 struct rpc_stats {
     uint64_t calls, retries, redirects, timeouts, unavailable;

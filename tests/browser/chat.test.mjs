@@ -442,7 +442,7 @@ async function run() {
 }
 
 async function captureFailure() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-browser-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-browser-failure-'));
   for (const [label, { page, logs }] of Object.entries(pages)) {
     const file = path.join(dir, `page-${label}.png`);
     try {

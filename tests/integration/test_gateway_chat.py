@@ -190,7 +190,12 @@ def pipeline(c, op, items, **common):
 def setup():
     global cluster
 
-    cluster = Cluster("gwchat", offset=5000)
+    def tweak(conf):
+        # many users register from one address here: the per-address login limit
+        # is test_gateway_bad_input's business
+        conf["gateway"] = {"rate": {"login_per_s": 1000, "login_burst": 1000}}
+
+    cluster = Cluster("gwchat", offset=5000, tweak=tweak)
     cluster.up()
     cluster.wait_all_leaders()
     GW[:] = [n["gateway"] for n in cluster.conf["nodes"]]

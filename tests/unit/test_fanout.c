@@ -227,6 +227,65 @@ static void cursor_past_the_end_is_clamped(void)
     log_free(&lg);
 }
 
+/*
+ * Session start: joins seen while the session's read of the shard is out are
+ * tentative; the read settles them by Raft index.  Replayed old joins (index at
+ * or below the read's) push nothing; a join after the read stands and is caught
+ * up; listed conversations start at the read's last_seq.
+ */
+static void session_start_settles_joins_by_index(void)
+{
+    struct fan *f = new_fan();
+    static struct log old = {.conv = 21}, fresh = {.conv = 22}, gone = {.conv = 23};
+    struct clog_event ev;
+    CHECK_EQ_INT(fan_conn_add(f, 1, "alice", 5), 0);
+    CHECK_EQ_INT(fan_conn_loading(f, 1, 4), 0);
+    /* replay after a restart: conv 21's creation (index 10) and 3 messages */
+    log_append(&old, CLOG_EV_MEMBER_ADDED, "bob", "alice", &ev);
+    fan_event_at(f, &ev, 2, 10);
+    for (int i = 0; i < 3; i++) {
+        log_append(&old, CLOG_EV_MESSAGE, "bob", NULL, &ev);
+        fan_event_at(f, &ev, 2, 11 + (uint64_t)i);
+    }
+    /* conv 23: an old join, later undone by a removal, both before the read */
+    log_append(&gone, CLOG_EV_MEMBER_ADDED, "bob", "alice", &ev);
+    fan_event_at(f, &ev, 2, 14);
+    /* conv 22: created after the read's state (index 40) */
+    log_append(&fresh, CLOG_EV_MEMBER_ADDED, "bob", "alice", &ev);
+    fan_event_at(f, &ev, 2, 41);
+    log_append(&fresh, CLOG_EV_MESSAGE, "bob", NULL, &ev);
+    fan_event_at(f, &ev, 2, 42);
+    CHECK_EQ_INT(n_pushes, 0); /* nothing pushed while tentative */
+    CHECK(!fan_follows(f, 1, 21));
+    /* the read at index 40 lists conv 21 (last seq 4): not conv 23, not conv 22 */
+    struct fan_start starts[1] = {{.conv = 21, .last_seq = 4}};
+    CHECK_EQ_INT(fan_conn_shard_read(f, 1, 2, 40, starts, 1, 42), 0);
+    CHECK(fan_follows(f, 1, 21) && fan_follows(f, 1, 22) && !fan_follows(f, 1, 23));
+    CHECK_EQ_U64(fan_cursor(f, 1, 21), 4);
+    /* conv 22 is caught up from before its join; conv 21 is read because the
+     * stream (42) is past the read (40) */
+    CHECK_EQ_INT(n_fetches, 2);
+    for (size_t i = 0; i < n_fetches; i++)
+        answer_fetch(f, fetches[i].conv == 22 ? &fresh : &old, i, 100);
+    uint64_t seqs[8];
+    CHECK_EQ_INT(pushed_seqs(1, 21, seqs, 8), 0);
+    CHECK_EQ_INT(pushed_seqs(1, 22, seqs, 8), 2);
+    CHECK(seqs[0] == 1 && seqs[1] == 2);
+    /* later replays of joins at or below the read's index are ignored */
+    log_event(&gone, 1, &ev);
+    fan_event_at(f, &ev, 2, 14);
+    CHECK(!fan_follows(f, 1, 23));
+    /* and a new event of conv 21 is pushed from the read's cursor */
+    log_append(&old, CLOG_EV_MESSAGE, "bob", NULL, &ev);
+    fan_event_at(f, &ev, 2, 43);
+    CHECK_EQ_INT(pushed_seqs(1, 21, seqs, 8), 1);
+    CHECK_EQ_U64(seqs[0], 5);
+    fan_destroy(f);
+    log_free(&old);
+    log_free(&fresh);
+    log_free(&gone);
+}
+
 static void paged_reads_continue(void)
 {
     struct fan *f = new_fan();
@@ -506,6 +565,7 @@ static void queue_bound(void)
 
 TEST_MAIN(TEST_CASE(in_order_and_duplicates), TEST_CASE(gap_is_filled_by_a_read),
           TEST_CASE(cursor_past_the_end_is_clamped),
+          TEST_CASE(session_start_settles_joins_by_index),
           TEST_CASE(paged_reads_continue), TEST_CASE(membership_events_drive_follows),
           TEST_CASE(one_encoding_per_event), TEST_CASE(full_queue_drops_only_that_connection),
           TEST_CASE(random_streams_give_exact_prefixes), TEST_CASE(buckets),
