@@ -35,6 +35,7 @@ struct follow {
     /* Created by a join seen while the connection's session read of this shard
      * was still out: nothing is pushed until that read settles it. */
     uint8_t tentative;
+    uint8_t paused;       /* catch-up waits for room in the connection's queue */
     uint32_t shard;       /* of the join that created it (tentative follows) */
     uint64_t join_index;  /* the Raft index of that join */
 };
@@ -64,6 +65,7 @@ struct fconn {
      * below it are already reflected in the follows the read installed. */
     uint64_t *read_at;
     uint32_t n_shards;
+    uint32_t n_paused; /* follows with a paused catch-up */
 };
 
 struct fan {
@@ -172,10 +174,27 @@ static struct fconv *conv_get(struct fan *f, uint64_t id, int create)
     return cv;
 }
 
+static int has_room(const struct fan *f, const struct fconn *c)
+{
+    return f->cb.room == NULL || f->cb.room(f->cb.data, c->id);
+}
+
+static void set_paused(struct follow *fw, int on)
+{
+    if (fw->paused == on)
+        return;
+    fw->paused = (uint8_t)on;
+    if (on)
+        fw->conn->n_paused++;
+    else
+        fw->conn->n_paused--;
+}
+
 static void follow_remove(struct fan *f, struct follow *fw)
 {
     struct fconv *cv = fw->conv;
     struct fconn *c = fw->conn;
+    set_paused(fw, 0);
     cv->v[fw->conv_at] = cv->v[--cv->n];
     cv->v[fw->conv_at]->conv_at = fw->conv_at;
     c->v[fw->conn_at] = c->v[--c->n];
@@ -199,6 +218,11 @@ static void start_fetch(struct fan *f, struct follow *fw)
 {
     if (fw->fetching || fw->ended || fw->tentative || fw->conn->dead)
         return;
+    if (!has_room(f, fw->conn)) {
+        set_paused(fw, 1);
+        return;
+    }
+    set_paused(fw, 0);
     fw->fetching = 1;
     fw->failed = 0;
     fw->fetch_after = fw->pushed;
@@ -658,10 +682,15 @@ int fan_fetched(struct fan *f, uint64_t conn, uint64_t conv, const uint8_t *reco
     struct ch_rbuf r;
     ch_rbuf_init(&r, records, len);
     f->in_pass = 1;
+    int paused = 0;
     for (uint32_t i = 0; i < n && !fw->ended && !c->dead; i++) {
         struct clog_event ev;
         if (clog_event_decode(&r, &ev) != 0 || ev.conv != conv)
             break;
+        if (ev.seq == fw->pushed + 1 && !has_room(f, c)) {
+            paused = 1; /* the rest is read again once the client has read */
+            break;
+        }
         if (ev.seq > fw->target)
             fw->target = ev.seq;
         if (ev.seq != fw->pushed + 1) {
@@ -679,7 +708,12 @@ int fan_fetched(struct fan *f, uint64_t conn, uint64_t conv, const uint8_t *reco
             fw->ended = 1;
     }
     int done = 1;
-    if (!fw->ended && !c->dead) {
+    if (paused && !fw->ended && !c->dead) {
+        if (fw->target <= fw->pushed)
+            fw->target = fw->pushed + 1;
+        set_paused(fw, 1);
+        done = 0;
+    } else if (!fw->ended && !c->dead) {
         if (has_more && fw->target <= fw->pushed)
             fw->target = fw->pushed + 1;
         if (fw->reread) {
@@ -700,6 +734,16 @@ int fan_fetched(struct fan *f, uint64_t conn, uint64_t conv, const uint8_t *reco
         follow_remove(f, fw);
     pass_end(f, NULL);
     return done;
+}
+
+void fan_resume(struct fan *f, uint64_t conn)
+{
+    struct fconn *c = conn_get(f, conn);
+    if (c == NULL || c->n_paused == 0 || c->dead)
+        return;
+    for (uint32_t i = 0; i < c->n && c->n_paused > 0 && has_room(f, c); i++)
+        if (c->v[i]->paused)
+            start_fetch(f, c->v[i]);
 }
 
 void fan_fetch_failed(struct fan *f, uint64_t conn, uint64_t conv)
@@ -723,7 +767,7 @@ void fan_refetch(struct fan *f, int (*match)(void *arg, uint64_t conv), void *ar
             struct follow *fw = cv->v[i];
             if (fw->fetching || fw->tentative)
                 continue;
-            if (all || fw->failed)
+            if (all || fw->failed || fw->paused)
                 start_fetch(f, fw);
         }
     }

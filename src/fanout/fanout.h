@@ -69,6 +69,11 @@ struct fan_callbacks {
     /* The connection overflowed its queue: the shell closes it (the module has
      * already forgotten it). */
     void (*overflow)(void *data, uint64_t conn);
+    /* Optional: may catch-up events be queued on conn now?  Catch-up (sync, gap
+     * reads) is paced by the client's reading: a read's events are pushed only
+     * while there is room, the rest waits for fan_resume.  Only live events can
+     * overflow a queue.  NULL: always. */
+    int (*room)(void *data, uint64_t conn);
 };
 
 struct fan;
@@ -141,6 +146,10 @@ int fan_conn_shard_read(struct fan *f, uint64_t conn, uint32_t shard, uint64_t a
  */
 int fan_fetched(struct fan *f, uint64_t conn, uint64_t conv, const uint8_t *records,
                 size_t len, uint32_t n, int has_more, uint64_t last_seq);
+
+/* conn's queue has room again: continue its paused catch-up reads (cheap when
+ * there are none). */
+void fan_resume(struct fan *f, uint64_t conn);
 
 /* A catch-up read failed (the shell retries later via fan_refetch). */
 void fan_fetch_failed(struct fan *f, uint64_t conn, uint64_t conv);

@@ -110,6 +110,9 @@ void gw_core_free(struct gw *gw);
 void gw_handle_request(struct gw_client *c, const char *text, size_t len);
 /* Authenticates a REST client from a bearer token: 0 or an error code. */
 int gw_auth_token(struct gw_client *c, const char *token, size_t len);
+/* The client's output queue drained (some of it was written): paused catch-up
+ * reads continue. */
+void gw_client_drained(struct gw_client *c);
 /* The client is going away: forget its follows, presence and watches. */
 void gw_client_gone(struct gw_client *c);
 /* PUBLISH notices from other gateways (store_options.on_publish). */

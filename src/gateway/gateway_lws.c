@@ -446,6 +446,7 @@ static int ws_writeable(struct lws *wsi, struct gw_client *c)
         if (lws_send_pipe_choked(wsi))
             break;
     }
+    gw_client_drained(c);
     if (sess_queue_peek(&c->q) != NULL) {
         lws_callback_on_writable(wsi);
         return 0;

@@ -1669,6 +1669,20 @@ static int fan_push_cb(void *data, uint64_t conn, struct fan_msg *m)
     return gw_client_push(c, m);
 }
 
+/* Catch-up events are queued while the queue is under half full (fanout.h). */
+static int fan_room_cb(void *data, uint64_t conn)
+{
+    struct gw *gw = data;
+    struct gw_client *c = gw_client_find(gw, conn);
+    return c != NULL && !c->closing && c->q.bytes < c->q.max_bytes / 2;
+}
+
+void gw_client_drained(struct gw_client *c)
+{
+    if (c->followed && !c->closing && c->q.bytes < c->q.max_bytes / 2)
+        fan_resume(c->gw->fan, c->id);
+}
+
 static void fan_overflow_cb(void *data, uint64_t conn)
 {
     struct gw *gw = data;
@@ -1953,7 +1967,8 @@ int gw_core_open(struct gw *gw, char *err, size_t errlen)
     struct fan_callbacks cb = {.data = gw,
                                .push = fan_push_cb,
                                .fetch = fan_fetch_cb,
-                               .overflow = fan_overflow_cb};
+                               .overflow = fan_overflow_cb,
+                               .room = fan_room_cb};
     if (fan_create(&cb, (uint32_t)gw->headroom, &gw->fan) != 0) {
         snprintf(err, errlen, "out of memory");
         return CH_ENOMEM;

@@ -33,11 +33,19 @@ class Closed(Exception):
 
 
 class WsClient:
-    def __init__(self, addr, path="/ws", timeout=30.0, max_frame=None):
+    def __init__(self, addr, path="/ws", timeout=30.0, max_frame=None, rcvbuf=None):
         host, port = addr.rsplit(":", 1)
         self.addr = addr
         self.timeout = timeout
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        if rcvbuf:
+            # a small receive buffer set before connecting (so the window is small
+            # too): a client that stops reading backs up into the server quickly
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, int(port)))
+        else:
+            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.pushes = []

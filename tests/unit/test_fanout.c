@@ -64,14 +64,33 @@ static void fake_overflow(void *data, uint64_t conn)
         overflowed[n_overflowed++] = conn;
 }
 
+/* The room callback: catch-up may queue on a connection while this is non-zero. */
+static size_t room_left = SIZE_MAX;
+
+static int fake_room(void *data, uint64_t conn)
+{
+    (void)data;
+    (void)conn;
+    return room_left > 0;
+}
+
+static int fake_push_counting(void *data, uint64_t conn, struct fan_msg *m)
+{
+    if (room_left != SIZE_MAX && room_left > 0)
+        room_left--;
+    return fake_push(data, conn, m);
+}
+
 static struct fan *new_fan(void)
 {
     n_pushes = n_fetches = n_overflowed = 0;
     full_conn = 0;
+    room_left = SIZE_MAX;
     struct fan_callbacks cb = {.data = NULL,
-                               .push = fake_push,
+                               .push = fake_push_counting,
                                .fetch = fake_fetch,
-                               .overflow = fake_overflow};
+                               .overflow = fake_overflow,
+                               .room = fake_room};
     struct fan *f = NULL;
     if (fan_create(&cb, 16, &f) != 0)
         return NULL;
@@ -284,6 +303,37 @@ static void session_start_settles_joins_by_index(void)
     log_free(&old);
     log_free(&fresh);
     log_free(&gone);
+}
+
+/* A catch-up larger than the client reads is paced: the read's events are pushed
+ * while there is room, then it waits for fan_resume; nothing is dropped, nothing
+ * overflows, nothing is pushed twice. */
+static void catch_up_is_paced_by_room(void)
+{
+    struct fan *f = new_fan();
+    static struct log lg = {.conv = 31};
+    for (int i = 0; i < 10; i++)
+        log_append(&lg, CLOG_EV_MESSAGE, "bob", NULL, NULL);
+    CHECK_EQ_INT(fan_conn_add(f, 1, "alice", 5), 0);
+    room_left = 3; /* the queue takes three more events */
+    CHECK_EQ_INT(fan_follow(f, 1, 31, 0, 10, FAN_RESET | FAN_READ), 0);
+    CHECK_EQ_INT(n_fetches, 1);
+    CHECK_EQ_INT(answer_fetch(f, &lg, 0, 100), 0); /* not caught up */
+    CHECK_EQ_U64(fan_cursor(f, 1, 31), 3);
+    fan_resume(f, 1); /* still full: no read */
+    CHECK_EQ_INT(n_fetches, 1);
+    room_left = SIZE_MAX; /* the client read everything */
+    fan_resume(f, 1);
+    CHECK_EQ_INT(n_fetches, 2);
+    CHECK_EQ_U64(fetches[1].after, 3);
+    CHECK_EQ_INT(answer_fetch(f, &lg, 1, 100), 1);
+    uint64_t seqs[16];
+    CHECK_EQ_INT(pushed_seqs(1, 31, seqs, 16), 10);
+    for (int i = 0; i < 10; i++)
+        CHECK_EQ_U64(seqs[i], (uint64_t)i + 1);
+    CHECK_EQ_INT(n_overflowed, 0);
+    fan_destroy(f);
+    log_free(&lg);
 }
 
 static void paged_reads_continue(void)
@@ -564,7 +614,7 @@ static void queue_bound(void)
 }
 
 TEST_MAIN(TEST_CASE(in_order_and_duplicates), TEST_CASE(gap_is_filled_by_a_read),
-          TEST_CASE(cursor_past_the_end_is_clamped),
+          TEST_CASE(cursor_past_the_end_is_clamped), TEST_CASE(catch_up_is_paced_by_room),
           TEST_CASE(session_start_settles_joins_by_index),
           TEST_CASE(paged_reads_continue), TEST_CASE(membership_events_drive_follows),
           TEST_CASE(one_encoding_per_event), TEST_CASE(full_queue_drops_only_that_connection),
