@@ -940,6 +940,21 @@ static int user_get_call(struct gw *gw, struct ch_slice user, uint8_t flags, rpc
     return rv;
 }
 
+/*
+ * A session may start only once every shard's stream has a definite position:
+ * its membership reads are compared with the stream, and entries that went by
+ * before the stream started would be lost to it.
+ */
+static int streams_started(const struct gw *gw)
+{
+    if (gw->subs == NULL)
+        return 0;
+    for (uint32_t s = 0; s < gw->cfg->n_shards; s++)
+        if (gw->subs[s] == NULL || !rpc_sub_started(gw->subs[s]))
+            return 0;
+    return 1;
+}
+
 /* The login bucket of a source address, created on first use; NULL on OOM. */
 static struct gw_addr *gw_addr_get(struct gw *gw, const char *addr)
 {
@@ -967,6 +982,13 @@ static void op_register_login(struct gw_client *c, const struct wire_request *re
                               struct op *o)
 {
     uint64_t retry = 0, now = uv_now(c->gw->loop);
+    if (!c->http && !streams_started(c->gw)) {
+        /* refuse before doing anything: a register answered "unavailable" after
+         * creating the account would make the client's retry a conflict */
+        op_error(o, CH_EUNAVAILABLE, "the gateway is still connecting to the shards: "
+                                     "retry in a moment");
+        return;
+    }
     struct gw_addr *a = gw_addr_get(c->gw, c->peer);
     /* per connection (a client looping on one socket) and per source address (one
      * that opens a socket per attempt, or uses REST) */
@@ -1436,21 +1458,6 @@ static struct gw_user *gw_user_get(struct gw *gw, const char *name, size_t len)
     if (u->conns == 0)
         u->idle_since = now;
     return u;
-}
-
-/*
- * A session may start only once every shard's stream has a definite position:
- * its membership reads are compared with the stream, and entries that went by
- * before the stream started would be lost to it.
- */
-static int streams_started(const struct gw *gw)
-{
-    if (gw->subs == NULL)
-        return 0;
-    for (uint32_t s = 0; s < gw->cfg->n_shards; s++)
-        if (gw->subs[s] == NULL || !rpc_sub_started(gw->subs[s]))
-            return 0;
-    return 1;
 }
 
 /* A WebSocket client became authenticated: fanout and presence learn about it. */

@@ -24,8 +24,9 @@
  * moves only forward, user records compared by value).
  *
  * Subscriptions follow a shard's committed stream (proto SUBSCRIBE) from one
- * replica, preferring this node's own, and resubscribe elsewhere from the next
- * wanted Raft index when the stream breaks.
+ * replica: the shard's leader when known (followers apply commits a heartbeat
+ * late), else this node's own; they move to a new leader, and resubscribe
+ * elsewhere from the next wanted Raft index when the stream breaks.
  */
 
 struct rpc;

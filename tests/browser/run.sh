@@ -11,8 +11,8 @@ if ! command -v node >/dev/null 2>&1; then
     exit 2
 fi
 major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$major" -lt 20 ]; then
-    echo "browser test: playwright-core (package.json) needs Node.js >= 20, this is $(node --version)" >&2
+if [ "$major" -lt 18 ]; then
+    echo "browser test: playwright-core (package.json) needs Node.js >= 18, this is $(node --version)" >&2
     exit 2
 fi
 want=$(node -p 'require("./package-lock.json").packages["node_modules/playwright-core"].version')
