@@ -7,7 +7,8 @@ JOBS       ?= $(shell nproc)
 LOCAL_DIR  ?= .chorus-local
 CTEST_ARGS ?=
 
-.PHONY: all deps build build-asan run stop status test test-fast test-asan fuzz clean
+.PHONY: all deps build build-asan run stop status test test-fast test-asan fuzz clean \
+        jepsen jepsen-ci
 
 all: build
 
@@ -45,6 +46,8 @@ test: build build-asan
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    ctest --output-on-failure -j 2 $(CTEST_ARGS)
+	@echo "== Jepsen suite: short matrix (docs/jepsen.md) =="
+	@$(MAKE) --no-print-directory jepsen-ci
 
 # Unit, simulation and fuzz-replay tests only (no processes): seconds.
 test-fast: build
@@ -61,6 +64,22 @@ fuzz: deps
 	    echo "== $$t =="; mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
 	    $(FUZZ_BUILD)/tests/$$t -max_total_time=$(FUZZ_SECONDS) \
 	        $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t || exit 1; done
+
+# Jepsen-style consistency suite (docs/jepsen.md): 5 network namespaces, root only.
+# `make jepsen` is one default run; `make jepsen-ci` a short matrix that fails on
+# any invalid verdict or harness error.  JEPSEN_ARGS adds options to every run.
+JEPSEN_ARGS     ?=
+JEPSEN_CI_NEMESES ?= partition kill pause clock
+JEPSEN_CI_TIME  ?= 45
+jepsen: build
+	@jepsen/run --build $(BUILD) --nemesis partition --time 60 $(JEPSEN_ARGS)
+
+jepsen-ci: build
+	@fail=0; for n in $(JEPSEN_CI_NEMESES); do \
+	    echo "== jepsen: $$n ($(JEPSEN_CI_TIME) s) =="; \
+	    jepsen/run --build $(BUILD) --nemesis $$n --time $(JEPSEN_CI_TIME) $(JEPSEN_ARGS) \
+	        || { echo "== jepsen: $$n FAILED =="; fail=1; }; \
+	done; exit $$fail
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "../cluster/config.h"
+#include "../common/bugs.h"
 #include "../common/error.h"
 #include "../common/hash.h"
 #include "../common/log.h"
@@ -248,6 +249,21 @@ int main(int argc, char **argv)
     }
     ch_log_setup((unsigned)node_id, (enum ch_log_level)level);
     signal(SIGPIPE, SIG_IGN);
+#if defined(CHORUS_BUGS) && CHORUS_BUGS
+    /* A test build for the Jepsen suite: CHORUS_BUG may switch on one deliberate
+     * bug (bugs.h).  A misspelt name must not run a correct node by accident. */
+    const char *bug = getenv("CHORUS_BUG");
+    if (ch_bug_setup(bug) != 0) {
+        CH_ERROR(-1, "CHORUS_BUG=%s: no such bug (known: %s)", bug, ch_bug_names());
+        return 2;
+    }
+    if (ch_bug_active() != CH_BUG_NONE)
+        CH_WARN(-1, "DELIBERATE BUG ACTIVE: CHORUS_BUG=%s (a CHORUS_BUGS test build: "
+                    "this node breaks its guarantees on purpose; never give it real data)",
+                ch_bug_name(ch_bug_active()));
+    else
+        CH_INFO(-1, "built with CHORUS_BUGS, none selected (CHORUS_BUG unset)");
+#endif
 
     static struct node node;
     struct node *n = &node;

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/bugs.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../proto/proto.h"
@@ -437,6 +438,49 @@ static void op_create(struct gw_client *c, const struct wire_request *req, struc
     ch_wbuf_free(&members);
 }
 
+/* ---- deliberate bug: deliver-uncommitted (CHORUS_BUGS) ------------------------------
+ *
+ * DELIBERATE BUG for the Jepsen suite (CHORUS_BUG=deliver-uncommitted).  The mistake:
+ * "local members need not wait for the round trip through Raft": when a `send` is
+ * submitted, the gateway hands fanout the message it expects the log to append -- the
+ * next seq after the furthest local follower's cursor, the body, the sender -- as if
+ * it had come from the committed stream, so it is encoded and pushed like a real
+ * event and the followers' cursors move past it.  If the write never commits (a
+ * shard without quorum), clients have seen a message that is in no history; and the
+ * committed event that later takes that seq is dropped as a duplicate.
+ */
+
+struct bug_cursor {
+    struct gw *gw;
+    uint64_t conv;
+    uint64_t max;
+};
+
+static void bug_max_cursor(void *arg, uint64_t conn, struct ch_slice user)
+{
+    struct bug_cursor *m = arg;
+    uint64_t pushed = fan_cursor(m->gw->fan, conn, m->conv);
+    (void)user;
+    if (pushed > m->max)
+        m->max = pushed;
+}
+
+static void bug_deliver_uncommitted(struct gw *gw, const struct clog_cmd *cmd)
+{
+    struct bug_cursor m = {.gw = gw, .conv = cmd->conv, .max = 0};
+    fan_conv_conns(gw->fan, cmd->conv, bug_max_cursor, &m);
+    if (m.max == 0)
+        return; /* nobody here follows it */
+    struct clog_event ev = {.type = CLOG_EV_MESSAGE,
+                            .conv = cmd->conv,
+                            .seq = m.max + 1,
+                            .ts = wall_ms(),
+                            .actor = cmd->actor,
+                            .client_msg_id = cmd->client_msg_id,
+                            .body = cmd->body};
+    fan_event(gw->fan, &ev);
+}
+
 static void op_write(struct gw_client *c, const struct wire_request *req, struct op *o)
 {
     struct clog_cmd cmd;
@@ -487,14 +531,19 @@ static void op_write(struct gw_client *c, const struct wire_request *req, struct
         op_error(o, CH_EINTERNAL, NULL);
         return;
     }
-    (void)c;
     if (cmd.op == CLOG_OP_ADD_MEMBER) {
         submit_checked(o, &cmd, conv_shard(o->gw, req->conv), &req->user, 1);
         return;
     }
     int rv = submit(o, &cmd, conv_shard(o->gw, req->conv), write_done);
-    if (rv != 0)
+    if (rv != 0) {
         op_error(o, rv, NULL);
+        return;
+    }
+    if (ch_bug(CH_BUG_DELIVER_UNCOMMITTED) && cmd.op == CLOG_OP_POST) {
+        /* DELIBERATE BUG (see above): pushed before it is committed. */
+        bug_deliver_uncommitted(c->gw, &cmd);
+    }
 }
 
 /* ---- reads ------------------------------------------------------------------------------ */

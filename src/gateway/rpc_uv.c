@@ -443,16 +443,21 @@ static void call_send(struct call *c, uint32_t node_id)
     /* The map hashes the key bytes when they are inserted, and the key points at
      * c->p.req_id: it must hold the new id before the put. */
     c->p.req_id = ++r->next_req_id;
-    if (node_write(n, c->frame, c->len, c->p.req_id) != 0 ||
-        ch_map_put(&n->pending, &c->p.req_id, sizeof c->p.req_id, c) != 0) {
+    if (node_write(n, c->frame, c->len, c->p.req_id) != 0) {
+        c->p.req_id = 0;
+        c->retry_at = now + RPC_BACKOFF_MIN_MS;
+        return;
+    }
+    /* From here on the store may execute it: a later give-up is "outcome unknown"
+     * (even if the pending entry cannot be registered: the frame goes out). */
+    c->delivered = 1;
+    if (ch_map_put(&n->pending, &c->p.req_id, sizeof c->p.req_id, c) != 0) {
         c->p.req_id = 0;
         c->retry_at = now + RPC_BACKOFF_MIN_MS;
         return;
     }
     c->p.node = n;
     c->attempt_deadline = now + r->opt.attempt_timeout_ms;
-    /* From here on the store may execute it: a later give-up is "outcome unknown". */
-    c->delivered = 1;
 }
 
 /* Schedules the next attempt after a retryable answer or failure. */
@@ -837,8 +842,9 @@ void rpc_close(struct rpc *r, void (*cb)(void *data), void *data)
     r->closing = 1;
     r->close_cb = cb;
     r->close_data = data;
+    /* a call some store may have received has an unknown outcome, not a failed one */
     while (r->calls != NULL)
-        call_finish(r->calls, CH_ESHUTDOWN, NULL);
+        call_finish(r->calls, r->calls->delivered ? CH_ETIMEOUT : CH_ESHUTDOWN, NULL);
     for (struct rpc_sub *s = r->subs, *next; s != NULL; s = next) {
         next = s->next;
         sub_detach(s);

@@ -41,8 +41,9 @@ struct rpc_options {
 
 int rpc_open(uv_loop_t *loop, const struct rpc_options *opt, struct rpc **out);
 
-/* Fails every pending call with CH_ESHUTDOWN (callbacks run before this returns
- * or from the loop), closes connections; cb runs when every handle is closed and
+/* Fails every pending call with CH_ESHUTDOWN, or CH_ETIMEOUT when some store
+ * received it (outcome unknown) (callbacks run before this returns or from the
+ * loop), closes connections; cb runs when every handle is closed and
  * the client is freed. */
 void rpc_close(struct rpc *r, void (*cb)(void *data), void *data);
 

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "../common/bugs.h"
 #include "../common/error.h"
 #include "../common/log.h"
 
@@ -49,6 +50,7 @@ struct batch {
     struct waiter *waiters;
     uint32_t n_waiters;
     int answered;
+    struct clog_result *early; /* CHORUS_BUGS ack-before-commit only: what it was acked with */
     struct batch *prev, *next;
 };
 
@@ -435,8 +437,86 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
                        err == CH_ENOTLEADER ? shard_leader_hint(s) : 0);
     }
     inflight_unlink(s, b);
+    if (ch_bug(CH_BUG_ACK_BEFORE_COMMIT))
+        free(b->early);
     free(b->waiters);
     free(b);
+}
+
+/* ---- deliberate bug: ack-before-commit (CHORUS_BUGS) ---------------------------------
+ *
+ * DELIBERATE BUG for the Jepsen suite (CHORUS_BUG=ack-before-commit).  The mistake:
+ * "the leader is the only writer, so it knows the outcome as soon as it proposes".
+ * A batch's waiters are answered once raft_apply has accepted it -- before any
+ * replica has it on disk, let alone a majority -- with the results the leader
+ * predicts: err 0, the conversation's next seq as the leader sees it (applied state
+ * plus what it has already promised), the batch's timestamp.  In a healthy cluster
+ * the prediction is usually right; when the leader loses its majority before the
+ * entry commits, the next leader never has the entry and the acknowledged write is
+ * gone (or another write takes its seq).  The real results are discarded.
+ */
+
+static int bug_makes_event(uint8_t op)
+{
+    return op >= CLOG_OP_CREATE && op <= CLOG_OP_REACT;
+}
+
+/* The highest seq of conv applied here or promised by a batch still in flight, or
+ * among the first n_cur results of the batch being built. */
+static uint64_t bug_last_promised(const struct shard *s, uint64_t conv,
+                                  const struct clog_result *cur, uint32_t n_cur)
+{
+    struct clog_conv_info info;
+    uint64_t last = clog_conv_info(s->clog, conv, &info) == 0 ? info.last_seq : 0;
+    for (const struct batch *b = s->inflight_head; b != NULL; b = b->next)
+        for (uint32_t i = 0; b->early != NULL && i < b->n_waiters; i++)
+            if (b->early[i].conv == conv && b->early[i].seq > last)
+                last = b->early[i].seq;
+    for (uint32_t i = 0; i < n_cur; i++)
+        if (cur[i].conv == conv && cur[i].seq > last)
+            last = cur[i].seq;
+    return last;
+}
+
+/* The predicted results of the n commands in `pending` (call before it is reset);
+ * NULL if they cannot be worked out, and the batch is then answered normally. */
+static struct clog_result *bug_predict(const struct shard *s, uint32_t n, uint64_t ts_ms)
+{
+    struct clog_result *res = calloc(n, sizeof *res);
+    if (res == NULL)
+        return NULL;
+    struct ch_rbuf r;
+    ch_rbuf_init(&r, s->pending.data, s->pending.len);
+    for (uint32_t i = 0; i < n; i++) {
+        struct ch_slice one = ch_get_bytes32(&r, s->pending.len);
+        struct ch_rbuf cr;
+        struct clog_cmd cmd;
+        ch_rbuf_init(&cr, one.ptr, one.len);
+        if (r.err || clog_cmd_decode(&cr, &cmd) != 0) {
+            free(res);
+            return NULL;
+        }
+        res[i].conv = cmd.conv;
+        res[i].ts = ts_ms;
+        if (cmd.op == CLOG_OP_CREATE)
+            res[i].seq = 1;
+        else if (bug_makes_event(cmd.op))
+            res[i].seq = bug_last_promised(s, cmd.conv, res, i) + 1;
+    }
+    return res;
+}
+
+/* Answers every waiter of a just-proposed batch with its predicted result.  (When a
+ * batch over SHARD_MAX_ENTRY_BYTES is flushed from shard_submit this runs inline,
+ * against shard_done_cb's promise; the store's handle_submit holds its own count
+ * until its loop ends, so it copes.) */
+static void bug_ack_proposed(struct batch *b)
+{
+    b->answered = 1; /* the FSM apply and apply_cb stay silent */
+    for (uint32_t i = 0; i < b->n_waiters; i++) {
+        struct waiter *w = &b->waiters[i];
+        w->cb(w->data, w->slot, &b->early[i], 0);
+    }
 }
 
 /* Proposes everything pending as one entry. */
@@ -466,6 +546,8 @@ static void flush_writes(struct shard *s)
         err = clog_entry_encode(&h, s->pending.data, s->pending.len, SHARD_COMPRESS_MIN,
                                 raft_malloc, &entry, &entry_len);
         b->batch_id = h.batch_id;
+        if (err == 0 && ch_bug(CH_BUG_ACK_BEFORE_COMMIT))
+            b->early = bug_predict(s, n, h.ts_ms); /* while `pending` holds the batch */
     }
     ch_wbuf_reset(&s->pending);
     if (err == 0) {
@@ -482,6 +564,10 @@ static void flush_writes(struct shard *s)
             else
                 s->inflight_head = b;
             s->inflight_tail = b;
+            if (ch_bug(CH_BUG_ACK_BEFORE_COMMIT) && b->early != NULL) {
+                /* DELIBERATE BUG (see above): acked before it is committed. */
+                bug_ack_proposed(b);
+            }
             return;
         }
         /* raft 0.22.1 still owns nothing when it refuses up front (not leader, no
@@ -493,6 +579,8 @@ static void flush_writes(struct shard *s)
             CH_WARN((int)s->id, "raft_apply failed: %s (%s)", raft_strerror(rv),
                     raft_errmsg(&s->raft));
     }
+    if (ch_bug(CH_BUG_ACK_BEFORE_COMMIT) && b != NULL)
+        free(b->early);
     free(b);
     answer_waiters(waiters, n, err, err == CH_ENOTLEADER ? shard_leader_hint(s) : 0);
     free(waiters);

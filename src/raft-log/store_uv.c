@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/bugs.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../proto/proto.h"
@@ -646,6 +647,16 @@ static void handle_read(struct conn *c, uint64_t req_id, uint8_t type, struct ch
         return;
     }
     if (q.flags & PROTO_FLAG_STALE_OK) {
+        serve_read(c, req_id, s, &q);
+        return;
+    }
+    if (ch_bug(CH_BUG_STALE_READ) && q.type != PROTO_USER_GET) {
+        /* DELIBERATE BUG for the Jepsen suite (CHORUS_BUG=stale-read): conversation
+         * reads are served from this replica's applied state, like stale ones,
+         * whatever replica this is -- no leader check, no barrier.  A follower that
+         * is behind, or an old leader cut off from the majority, answers without
+         * the writes acknowledged elsewhere.  (User records keep the real path so
+         * that a test's register-then-login setup is not what breaks.) */
         serve_read(c, req_id, s, &q);
         return;
     }

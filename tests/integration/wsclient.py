@@ -132,8 +132,10 @@ class WsClient:
             self._fill(deadline)
 
     def _read_message(self, deadline):
-        """The next text message (reassembling fragments); answers pings."""
-        parts = []
+        """The next text message (reassembling fragments); answers pings.  Fragments
+        read before a TimeoutError are kept for the next call (self._frag), so a
+        reader polling with short timeouts never loses part of a message."""
+        parts = self.__dict__.setdefault("_frag", [])
         while True:
             fin, opcode, payload = self._read_frame(deadline)
             if opcode == 0x8:
@@ -151,7 +153,9 @@ class WsClient:
                 continue
             parts.append(payload)
             if fin:
-                return json.loads(b"".join(parts).decode())
+                data = b"".join(parts)
+                del parts[:]
+                return json.loads(data.decode())
 
     def _pump(self, deadline):
         m = self._read_message(deadline)
