@@ -8,7 +8,7 @@ LOCAL_DIR  ?= .chorus-local
 CTEST_ARGS ?=
 
 .PHONY: all deps build build-asan run stop status test test-fast test-asan fuzz clean \
-        jepsen jepsen-ci
+        jepsen jepsen-ci jepsen-bugs
 
 all: build
 
@@ -81,5 +81,21 @@ jepsen-ci: build
 	        || { echo "== jepsen: $$n FAILED =="; fail=1; }; \
 	done; exit $$fail
 
+# Proof that the suite can fail: a chorusd built with CHORUS_BUGS=ON runs under a
+# partition nemesis once per deliberate bug; this target passes only when the
+# suite reports every one of them invalid (exit status 1).
+BUGS_BUILD ?= build-bugs
+JEPSEN_BUGS ?= ack-before-commit stale-read deliver-uncommitted
+jepsen-bugs: deps
+	@cmake -S . -B $(BUGS_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHORUS_BUGS=ON >/dev/null
+	@cmake --build $(BUGS_BUILD) -j $(JOBS) --target chorusd chorusctl -- --no-print-directory
+	@fail=0; for b in $(JEPSEN_BUGS); do \
+	    echo "== jepsen: bug $$b (expect invalid) =="; \
+	    jepsen/run --build $(BUGS_BUILD) --bug $$b --nemesis partition --time 60 \
+	        $(JEPSEN_ARGS); rc=$$?; \
+	    if [ $$rc -eq 1 ]; then echo "== caught $$b =="; \
+	    else echo "== NOT caught: $$b (exit $$rc) =="; fail=1; fi; \
+	done; exit $$fail
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(BUGS_BUILD)
