@@ -727,6 +727,10 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
     vinfo.iface = self->gateway.host;
     vinfo.protocols = protocols;
     vinfo.vhost_name = "chorus";
+    /* Listen on the configured address only.  With IPv6 enabled libwebsockets binds
+     * an IPv6 socket to in6addr_any and ignores an IPv4 `iface`; cluster addresses
+     * are IPv4 (raft_uv_tcp takes nothing else). */
+    vinfo.options = LWS_SERVER_OPTION_DISABLE_IPV6;
     /* /api and /healthz reach our callback; everything else is a web client file */
     memset(&mount_api, 0, sizeof mount_api);
     mount_api.mountpoint = "/api";
