@@ -31,6 +31,7 @@
 #include "../common/hash.h"
 #include "../common/log.h"
 #include "../gateway/gateway_lws.h"
+#include "../gateway/metrics.h"
 #include "../proto/proto.h"
 #include "../raft-log/shard_uv.h"
 #include "../raft-log/store_uv.h"
@@ -189,6 +190,39 @@ static void on_watch(uv_timer_t *h)
             shard_watch(n->shards[i]);
 }
 
+/* GET /metrics: this node's shard replicas (gw_shard_metrics_fn). */
+static size_t shard_metrics(void *data, struct metrics_shard *out, size_t max)
+{
+    struct node *n = data;
+    size_t k = 0;
+    for (uint32_t i = 0; i < n->config.n_shards && k < max; i++) {
+        if (n->shards[i] == NULL)
+            continue;
+        struct shard_stats st;
+        shard_stats(n->shards[i], &st);
+        struct metrics_shard *m = &out[k++];
+        m->shard = i;
+        _Static_assert(RAFT_FOLLOWER == (int)METRICS_RAFT_FOLLOWER &&
+                           RAFT_CANDIDATE == (int)METRICS_RAFT_CANDIDATE &&
+                           RAFT_LEADER == (int)METRICS_RAFT_LEADER,
+                       "enum metrics_raft_state follows enum raft_state");
+        m->state = st.state >= 0 && st.state < METRICS_RAFT_N_STATES ? st.state
+                                                                    : METRICS_RAFT_UNAVAILABLE;
+        m->term = st.term;
+        m->commit_index = st.commit_index;
+        m->applied_index = st.applied_index;
+        m->snapshot_index = st.snapshot_index;
+        m->entries_applied = st.entries_applied;
+        m->bytes_applied = st.bytes_applied;
+        m->batches_proposed = st.batches_proposed;
+        m->snapshots_taken = st.snapshots_taken;
+        m->snapshots_installed = st.snapshots_installed;
+        m->batch_commands = st.batch_commands;
+        m->apply_latency_ns = st.apply_latency_ns;
+    }
+    return k;
+}
+
 /* ---- main ----------------------------------------------------------------------------- */
 
 static uint64_t boot_id(void)
@@ -334,8 +368,10 @@ int main(int argc, char **argv)
         rv = store_listen(&n->loop, &so, &n->store, err, sizeof err);
         if (rv == 0)
             rv = gw_open(&n->loop, &n->config, n->id, web, &n->gw, err, sizeof err);
-        if (rv == 0)
+        if (rv == 0) {
             store_set_publish(n->store, gw_on_publish, n->gw);
+            gw_set_metrics_source(n->gw, shard_metrics, n, so.start_time_ms);
+        }
         if (rv != 0) {
             CH_ERROR(-1, "cannot start: %s", err);
             n->exit_code = 2;

@@ -396,6 +396,34 @@ static int parse_auth(json_t *auth, struct cluster_auth *a, char *err, size_t er
     return 0;
 }
 
+static int parse_admin(json_t *admin, struct cluster_admin *a, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"token", NULL};
+    if (admin == NULL)
+        return 0;
+    if (!json_is_object(admin))
+        return fail(err, errlen, CH_ECONFIG, "admin: expected an object");
+    int rv = check_keys(admin, keys, "admin", err, errlen);
+    if (rv != 0)
+        return rv;
+    json_t *token = json_object_get(admin, "token");
+    if (token == NULL)
+        return fail(err, errlen, CH_ECONFIG, "admin.token: required in an admin section");
+    /* It travels in an HTTP header: printable ASCII without spaces only. */
+    const char *t = json_string_value(token);
+    int printable = t != NULL;
+    for (const char *p = t; printable && *p; p++)
+        printable = *p > ' ' && *p < 127;
+    if (!json_is_string(token) || json_string_length(token) < 16 ||
+        json_string_length(token) >= sizeof a->token || !printable)
+        return fail(err, errlen, CH_ECONFIG,
+                    "admin.token: expected a string of 16..%zu printable characters "
+                    "without spaces",
+                    sizeof a->token - 1);
+    snprintf(a->token, sizeof a->token, "%s", t);
+    return 0;
+}
+
 static int parse_gateway(json_t *gw, struct cluster_gateway_tuning *g, char *err,
                          size_t errlen)
 {
@@ -464,7 +492,7 @@ static int parse_root(json_t *root, struct cluster_config *cfg, char *err, size_
 {
     static const char *const keys[] = {"name",   "shards", "replication", "nodes",
                                        "placement", "raft", "limits",   "auth",
-                                       "gateway", NULL};
+                                       "gateway", "admin", NULL};
     if (!json_is_object(root))
         return fail(err, errlen, CH_ECONFIG, "expected a JSON object at the top level");
     int rv;
@@ -500,7 +528,8 @@ static int parse_root(json_t *root, struct cluster_config *cfg, char *err, size_
         (rv = parse_limits(limits, &cfg->limits, err, errlen)) != 0 ||
         (rv = parse_auth(json_object_get(root, "auth"), &cfg->auth, err, errlen)) != 0 ||
         (rv = parse_gateway(json_object_get(root, "gateway"), &cfg->gateway, err,
-                            errlen)) != 0)
+                            errlen)) != 0 ||
+        (rv = parse_admin(json_object_get(root, "admin"), &cfg->admin, err, errlen)) != 0)
         return rv;
     return parse_placement(json_object_get(root, "placement"), cfg, err, errlen);
 }

@@ -47,6 +47,11 @@ struct cluster_auth {
     uint32_t scrypt_log2_n; /* password KDF cost (N = 2^x), default 14 */
 };
 
+/* Operator access: the bearer token GET /metrics requires (empty: no token). */
+struct cluster_admin {
+    char token[257];
+};
+
 /* Token buckets, per user and gateway (login: per connection). */
 struct cluster_rate {
     uint32_t send_per_s, send_burst;     /* writes; default 50 / 200 */
@@ -74,6 +79,7 @@ struct cluster_config {
     struct clog_limits limits;
     struct cluster_auth auth;
     struct cluster_gateway_tuning gateway;
+    struct cluster_admin admin;
 };
 
 /*
@@ -85,7 +91,8 @@ struct cluster_config {
  *     "raft": { "election_timeout_ms": 1000, ... },              (optional)
  *     "limits": { "max_body": 65536, "max_members": 100000 },   (optional)
  *     "auth": { "secret": "...", "token_ttl_s": 86400 },         (gateway role)
- *     "gateway": { "max_frame": 98304, "rate": { "send_per_s": 50 } } } (optional)
+ *     "gateway": { "max_frame": 98304, "rate": { "send_per_s": 50 } },  (optional)
+ *     "admin": { "token": "..." } }          (optional: protects /metrics, 16+ chars)
  * Validates everything (unique ids and addresses, port ranges that fit S shards,
  * R <= nodes, placements of R distinct known nodes, heartbeat < election).  On
  * error returns CH_ECONFIG (or CH_ENOMEM) and writes a message naming the field

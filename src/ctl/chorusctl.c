@@ -28,6 +28,10 @@ static const char *const usage_text =
     "  local down                         stop it\n"
     "  local stop NODE [--kill]           stop one node (SIGTERM, or SIGKILL)\n"
     "  local start NODE                   start one node again\n"
+    "  leader transfer SHARD [--to NODE]  move a shard's leadership (to NODE, a replica;\n"
+    "                                     else Raft picks), prints old -> new and the time\n"
+    "  leader balance [--dry-run]         spread leaders evenly over the up nodes, one\n"
+    "                                     transfer at a time (--dry-run: print the plan)\n"
     "conversations\n"
     "  conv create CONV --actor U (--group NAME | --direct) --members a,b,...\n"
     "  conv get CONV [--stale] [--node N]\n"
@@ -644,6 +648,11 @@ static json_t *collect_status(const struct cluster_config *cfg, int digest)
     return out;
 }
 
+json_t *ctl_status(const struct cluster_config *cfg, int digest)
+{
+    return collect_status(cfg, digest);
+}
+
 static int cmd_status(const struct ctl_env *env, int argc, char **argv)
 {
     int digest = 0;
@@ -928,6 +937,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "status") == 0)
         return cmd_status(&env, argc - 2, argv + 2);
+    if (strcmp(cmd, "leader") == 0)
+        return ctl_leader(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "history") == 0)
         return cmd_history(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "send") == 0 || strcmp(cmd, "edit") == 0 || strcmp(cmd, "delete") == 0 ||

@@ -2,6 +2,8 @@
 #ifndef CHORUS_CTL_H
 #define CHORUS_CTL_H
 
+#include <jansson.h>
+
 #include "../cluster/config.h"
 
 /* Exit codes of every command. */
@@ -21,5 +23,12 @@ int ctl_load_config(const struct ctl_env *env, struct cluster_config *cfg);
 int ctl_local(struct ctl_env *env, int argc, char **argv);
 /* `debug load` */
 int ctl_load(struct ctl_env *env, int argc, char **argv);
+/* `leader transfer|balance` */
+int ctl_leader(struct ctl_env *env, int argc, char **argv);
+
+/* Asks every node for its status: {cluster, nodes: [{id, up, ...}] in config order,
+ * shards: [{id, leader (null if none), term, placement, replicas}]}.  The caller
+ * owns the result (json_decref). */
+json_t *ctl_status(const struct cluster_config *cfg, int digest);
 
 #endif

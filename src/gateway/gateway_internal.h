@@ -7,8 +7,10 @@
 #include <uv.h>
 
 #include "../cluster/config.h"
+#include "../common/error.h"
 #include "../common/hash.h"
 #include "../fanout/fanout.h"
+#include "gateway_lws.h"
 #include "rpc_uv.h"
 #include "session.h"
 #include "wire.h"
@@ -87,7 +89,13 @@ struct gw {
     struct {
         uint64_t connections, requests, replies, errors, rate_limited, auth_failures;
         uint64_t slow_consumers, pushes;
+        uint64_t sends, acks; /* send requests; writes acknowledged (committed) */
+        uint64_t errors_by_code[CH__ERR_COUNT]; /* error replies by error enum */
     } st;
+    /* GET /metrics: this node's shard replicas (set by gw_set_metrics_source) */
+    gw_shard_metrics_fn shard_metrics;
+    void *shard_metrics_data;
+    uint64_t start_ms;
 };
 
 /* ---- provided by gateway_lws.c ---- */

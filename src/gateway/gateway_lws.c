@@ -9,6 +9,7 @@
  *   /api/v1/.. REST: translated into the same JSON requests, replies translated
  *              back into HTTP statuses and bodies
  *   /healthz   liveness
+ *   /metrics   Prometheus text metrics (bearer admin.token when configured)
  *   /          the web client's static files (web/), when the directory exists
  *
  * Output to a WebSocket goes through the client's bounded queue (session.h) and
@@ -31,6 +32,7 @@
 #include "../common/error.h"
 #include "../common/log.h"
 #include "gateway_internal.h"
+#include "metrics.h"
 
 #define GW_MAX_HTTP_BODY (1u << 20)
 #define GW_WRITES_PER_CALLBACK 64
@@ -158,15 +160,15 @@ void gw_client_goodbye(struct gw_client *c, const char *code, const char *messag
 
 /* ---- small HTTP responses ---------------------------------------------------------------- */
 
-static int http_write(struct lws *wsi, unsigned status, const char *body, size_t len)
+static int http_write_type(struct lws *wsi, unsigned status, const char *type,
+                           const char *body, size_t len)
 {
     size_t cap = LWS_PRE + 1024 + len;
     unsigned char *buf = malloc(cap);
     if (buf == NULL)
         return -1;
     unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + cap - 1;
-    if (lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)len, &p,
-                                    end) ||
+    if (lws_add_http_common_headers(wsi, status, type, (lws_filepos_t)len, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                      (const unsigned char *)"no-store", 8, &p, end) ||
         lws_finalize_write_http_header(wsi, start, &p, end)) {
@@ -179,6 +181,11 @@ static int http_write(struct lws *wsi, unsigned status, const char *body, size_t
     if (n != (int)len)
         return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int http_write(struct lws *wsi, unsigned status, const char *body, size_t len)
+{
+    return http_write_type(wsi, status, "application/json", body, len);
 }
 
 static int http_error(struct lws *wsi, unsigned status, const char *code, const char *message)
@@ -428,6 +435,129 @@ static void copy_arg(struct lws *wsi, const char *name, char *out, int len)
         memmove(out, out + strlen(name), strlen(out + strlen(name)) + 1);
 }
 
+/* ---- /metrics ------------------------------------------------------------------------------ */
+
+void gw_set_metrics_source(struct gw *gw, gw_shard_metrics_fn fn, void *data,
+                           uint64_t start_ms)
+{
+    gw->shard_metrics = fn;
+    gw->shard_metrics_data = data;
+    gw->start_ms = start_ms;
+}
+
+/* Does the request carry "Bearer <admin.token>" (or is there no token)?  The
+ * comparison takes the same time wherever the first difference is. */
+static int metrics_authorized(struct lws *wsi, const struct gw *gw)
+{
+    const char *token = gw->cfg->admin.token;
+    if (token[0] == 0)
+        return 1;
+    char auth[sizeof gw->cfg->admin.token + 16];
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n <= 0 || n >= (int)sizeof auth ||
+        lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) != n ||
+        strncmp(auth, "Bearer ", 7) != 0)
+        return 0;
+    const char *got = auth + 7;
+    size_t want_len = strlen(token), got_len = strlen(got);
+    unsigned diff = got_len != want_len;
+    for (size_t i = 0; i < want_len; i++)
+        diff |= (unsigned)(token[i] ^ (i < got_len ? got[i] : 0));
+    return diff == 0;
+}
+
+/* The gateway's own numbers; codes[] receives the error counts by wire code. */
+static void metrics_gather_gateway(struct gw *gw, struct metrics_gateway *g,
+                                   struct metrics_count *codes)
+{
+    memset(g, 0, sizeof *g);
+    g->connections = gw->st.connections;
+    g->requests = gw->st.requests;
+    g->replies = gw->st.replies;
+    g->errors = gw->st.errors;
+    g->sends = gw->st.sends;
+    g->acks = gw->st.acks;
+    g->rate_limited = gw->st.rate_limited;
+    g->auth_failures = gw->st.auth_failures;
+    g->slow_consumers = gw->st.slow_consumers;
+    g->pushes = gw->st.pushes;
+    size_t it = 0;
+    const struct ch_map_slot *slot;
+    while (ch_map_next(&gw->clients, &it, &slot)) {
+        const struct gw_client *c = slot->val;
+        if (!c->http)
+            g->queued_bytes += c->q.bytes;
+    }
+    /* Several error enums share a wire code: one series per wire code, zeros
+     * included, so that series never appear out of nowhere. */
+    size_t n = 0;
+    for (int e = CH_OK + 1; e < CH__ERR_COUNT; e++) {
+        const char *code = ch_errcode(e);
+        size_t i = 0;
+        while (i < n && strcmp(codes[i].label, code) != 0)
+            i++;
+        if (i == n)
+            codes[n++] = (struct metrics_count){code, 0};
+        codes[i].value += gw->st.errors_by_code[e];
+    }
+    g->errors_by_code = codes;
+    g->n_errors_by_code = n;
+    if (gw->fan != NULL) {
+        struct fan_stats f;
+        fan_stats(gw->fan, &f);
+        g->fan_events = f.events;
+        g->fan_encodes = f.encodes;
+        g->fan_gaps = f.gaps;
+        g->fan_fetches = f.fetches;
+        g->fan_duplicates = f.duplicates;
+        g->fan_overflows = f.overflows;
+    }
+    if (gw->rpc != NULL) {
+        struct rpc_stats r;
+        rpc_stats(gw->rpc, &r);
+        g->rpc_calls = r.calls;
+        g->rpc_retries = r.retries;
+        g->rpc_redirects = r.redirects;
+        g->rpc_timeouts = r.timeouts;
+        g->rpc_unavailable = r.unavailable;
+        g->rpc_connects = r.connects;
+        g->rpc_disconnects = r.disconnects;
+    }
+}
+
+static int metrics_respond(struct lws *wsi, struct gw *gw)
+{
+    if (!metrics_authorized(wsi, gw))
+        return http_error(wsi, 401, "unauthorized", "missing or invalid admin token");
+    struct metrics_count codes[CH__ERR_COUNT];
+    struct metrics_gateway g;
+    metrics_gather_gateway(gw, &g, codes);
+    struct metrics_shard *shards = calloc(gw->cfg->n_shards, sizeof *shards);
+    if (shards == NULL)
+        return http_error(wsi, 500, "internal", "out of memory");
+    struct metrics_node m = {
+        .node = gw->node_id,
+        .version = CHORUS_VERSION,
+        .uptime_ms = uv_now(gw->loop) - gw->start_ms,
+        .shards = shards,
+        .n_shards = gw->shard_metrics
+                        ? gw->shard_metrics(gw->shard_metrics_data, shards, gw->cfg->n_shards)
+                        : 0,
+        .gateway = &g,
+    };
+    struct ch_wbuf b;
+    ch_wbuf_init(&b);
+    int rv = metrics_render(&m, &b);
+    free(shards);
+    if (rv != 0) {
+        ch_wbuf_free(&b);
+        return http_error(wsi, 500, "internal", "out of memory");
+    }
+    rv = http_write_type(wsi, 200, METRICS_CONTENT_TYPE, (const char *)b.data, b.len);
+    ch_wbuf_free(&b);
+    return rv;
+}
+
 /* ---- the protocol callback ----------------------------------------------------------------- */
 
 static int ws_writeable(struct lws *wsi, struct gw_client *c)
@@ -578,6 +708,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                              gw->node_id);
             return http_write(wsi, 200, body, (size_t)n);
         }
+        if (strcmp(uri, "/metrics") == 0) {
+            if (pss->method != 'G')
+                return http_error(wsi, 405, "bad_request", "method not allowed");
+            return metrics_respond(wsi, gw);
+        }
         if (strncmp(uri, "/api/v1/", 8) != 0)
             return http_error(wsi, 404, "not_found", "no such endpoint");
         copy_arg(wsi, "after=", pss->query_after, sizeof pss->query_after);
@@ -680,7 +815,7 @@ static void find_web_dir(struct gw *gw, const char *web_dir)
     }
 }
 
-static struct lws_http_mount mount_web, mount_api, mount_health;
+static struct lws_http_mount mount_web, mount_api, mount_health, mount_metrics;
 
 int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
             const char *web_dir, struct gw **out, char *err, size_t errlen)
@@ -697,6 +832,7 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
         return CH_ENOMEM;
     }
     gw->loop = loop;
+    gw->start_ms = uv_now(loop);
     gw->cfg = cfg;
     gw->node_id = node_id;
     gw->headroom = LWS_PRE;
@@ -731,7 +867,8 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
      * an IPv6 socket to in6addr_any and ignores an IPv4 `iface`; cluster addresses
      * are IPv4 (raft_uv_tcp takes nothing else). */
     vinfo.options = LWS_SERVER_OPTION_DISABLE_IPV6;
-    /* /api and /healthz reach our callback; everything else is a web client file */
+    /* /api, /healthz and /metrics reach our callback; everything else is a web client
+     * file */
     memset(&mount_api, 0, sizeof mount_api);
     mount_api.mountpoint = "/api";
     mount_api.mountpoint_len = 4;
@@ -743,6 +880,12 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
     mount_health.origin = "chorus";
     mount_health.origin_protocol = LWSMPRO_CALLBACK;
     mount_api.mount_next = &mount_health;
+    memset(&mount_metrics, 0, sizeof mount_metrics);
+    mount_metrics.mountpoint = "/metrics";
+    mount_metrics.mountpoint_len = 8;
+    mount_metrics.origin = "chorus";
+    mount_metrics.origin_protocol = LWSMPRO_CALLBACK;
+    mount_health.mount_next = &mount_metrics;
     if (gw->web_dir[0]) {
         memset(&mount_web, 0, sizeof mount_web);
         mount_web.mountpoint = "/";
@@ -750,7 +893,7 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
         mount_web.origin = gw->web_dir;
         mount_web.def = "index.html";
         mount_web.origin_protocol = LWSMPRO_FILE;
-        mount_health.mount_next = &mount_web;
+        mount_metrics.mount_next = &mount_web;
     }
     vinfo.mounts = &mount_api;
     if (lws_create_vhost(gw->ctx, &vinfo) == NULL) {

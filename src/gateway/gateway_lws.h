@@ -9,6 +9,11 @@
 #include "../cluster/config.h"
 
 struct gw;
+struct metrics_shard;
+
+/* Fills out[0..max) with this node's shard replicas for GET /metrics and returns
+ * how many it filled (main.c gathers them from shard_uv.c). */
+typedef size_t (*gw_shard_metrics_fn)(void *data, struct metrics_shard *out, size_t max);
 
 /*
  * Starts serving on the node's gateway address, on `loop` (libwebsockets with a
@@ -27,6 +32,11 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
  * (typing, presence from other gateways); data is the gw. */
 struct proto_publish;
 void gw_on_publish(void *data, const struct proto_publish *m);
+
+/* Sets where GET /metrics finds the shard replicas, and the process start time
+ * (uv_now ms) for its uptime.  Without it /metrics shows no shards. */
+void gw_set_metrics_source(struct gw *gw, gw_shard_metrics_fn fn, void *data,
+                           uint64_t start_ms);
 
 /*
  * Shutdown is two-phase because libwebsockets closes its libuv handles

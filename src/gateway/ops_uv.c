@@ -148,6 +148,7 @@ static void send_error(struct gw *gw, uint64_t client, const char *id, int err,
     wire_reply_error(&b, id, err, message, retry_after_ms);
     if (!ch_wbuf_error(&b)) {
         gw->st.errors++;
+        gw->st.errors_by_code[err > 0 && err < CH__ERR_COUNT ? err : CH_EINTERNAL]++;
         gw_client_send_text(c, b.data, b.len);
     }
     ch_wbuf_free(&b);
@@ -369,6 +370,7 @@ static void write_done(void *data, int err, const struct proto_frame *f)
         wire_put_raw(&o->acc, "}");
         break;
     }
+    o->gw->st.acks++;
     send_reply(o->gw, o->client, o->id, &o->acc);
     op_free(o);
 }
@@ -1898,6 +1900,8 @@ void gw_handle_request(struct gw_client *c, const char *text, size_t len)
     char msg[200];
     gw->st.requests++;
     int err = wire_parse_request(text, len, gw->cfg->limits.max_body, &req, msg, sizeof msg);
+    if (err == 0 && req.op == WIRE_OP_SEND)
+        gw->st.sends++;
     if (err != 0) {
         send_error(gw, c->id, req.id, err, msg, 0);
         wire_request_free(&req);

@@ -45,7 +45,9 @@
     M(USER_CONVS, 8, PROTO_USER_CONVS_FIELDS)                                      \
     M(USER_CONVS_REPLY, 109, PROTO_USER_CONVS_REPLY_FIELDS)                        \
     M(PUBLISH, 9, PROTO_PUBLISH_FIELDS)                                            \
-    M(UNSUBSCRIBE, 10, PROTO_UNSUBSCRIBE_FIELDS)
+    M(UNSUBSCRIBE, 10, PROTO_UNSUBSCRIBE_FIELDS)                                  \
+    M(TRANSFER, 11, PROTO_TRANSFER_FIELDS)                                        \
+    M(TRANSFER_REPLY, 110, PROTO_TRANSFER_REPLY_FIELDS)
 
 /* err: CH_E* code; leader_hint: node id of the shard's leader if known, else 0;
  * extra: code-specific (CH_ETOOOLD: oldest retained index); message: for humans. */
@@ -95,6 +97,15 @@
 /* One applied entry of the shard: its Raft index and the events it produced
  * (possibly none).  Repeated: n_events event records. */
 #define PROTO_STREAM_FIELDS(X) X(u32, shard) X(u64, index) X(u32, n_events)
+
+/* Moves the shard's leadership away from the node that receives it, which must be
+ * the leader: to_node (a voting replica of the shard), or 0 to let Raft pick the
+ * most up-to-date voter.  Answered after Raft's transfer finished with the leader
+ * Raft then sees (to_node == the receiving leader is a no-op answered at once), or
+ * an ERROR: not_leader + hint, not_found (CH_ENOSHARD), bad_request (to_node is not
+ * a voting replica), unavailable (already transferring, or it failed / timed out). */
+#define PROTO_TRANSFER_FIELDS(X) X(u32, shard) X(u32, to_node)
+#define PROTO_TRANSFER_REPLY_FIELDS(X) X(u32, shard) X(u32, leader)
 
 #define PROTO_STATUS_FLAG_DIGEST 1 /* include each shard's state digest (costly) */
 #define PROTO_STATUS_FIELDS(X) X(u8, flags)
@@ -205,6 +216,8 @@ struct proto_user_convs { PROTO_USER_CONVS_FIELDS(PROTO__FIELD) };
 struct proto_user_convs_reply { PROTO_USER_CONVS_REPLY_FIELDS(PROTO__FIELD) };
 struct proto_publish { PROTO_PUBLISH_FIELDS(PROTO__FIELD) };
 struct proto_unsubscribe { PROTO_UNSUBSCRIBE_FIELDS(PROTO__FIELD) };
+struct proto_transfer { PROTO_TRANSFER_FIELDS(PROTO__FIELD) };
+struct proto_transfer_reply { PROTO_TRANSFER_REPLY_FIELDS(PROTO__FIELD) };
 struct proto_user_conv { PROTO_USER_CONV_FIELDS(PROTO__FIELD) };
 /* PONG shares PING's layout. */
 #define proto_pong proto_ping
@@ -233,6 +246,8 @@ PROTO__DECLARE(USER_CONVS, user_convs)
 PROTO__DECLARE(USER_CONVS_REPLY, user_convs_reply)
 PROTO__DECLARE(PUBLISH, publish)
 PROTO__DECLARE(UNSUBSCRIBE, unsubscribe)
+PROTO__DECLARE(TRANSFER, transfer)
+PROTO__DECLARE(TRANSFER_REPLY, transfer_reply)
 #undef PROTO__DECLARE
 
 /* Repeated elements: append to an open frame / read from a body. */

@@ -50,6 +50,7 @@ struct batch {
     struct waiter *waiters;
     uint32_t n_waiters;
     int answered;
+    uint64_t proposed_ns; /* uv_hrtime() at raft_apply, for the apply latency */
     struct clog_result *early; /* CHORUS_BUGS ack-before-commit only: what it was acked with */
     struct batch *prev, *next;
 };
@@ -64,6 +65,25 @@ struct read_batch {
     struct shard *shard;
     struct reader *readers;
     size_t n_readers;
+};
+
+/*
+ * A leadership transfer.  Raft holds `req` from raft_transfer until transfer_done
+ * runs (it always does: on success, after an election timeout, or when raft
+ * closes), so the struct lives until then even when the caller was already
+ * answered by the timeout; the timer is closed last and its close callback frees
+ * the struct.
+ */
+struct transfer {
+    struct raft_transfer req;
+    uv_timer_t timer; /* the caller's deadline, then polls until a leader is known */
+    struct shard *shard;
+    uint32_t target; /* 0: Raft's choice */
+    uint64_t deadline; /* uv_now() ms */
+    shard_transfer_cb cb;
+    void *data;
+    int in_raft;  /* raft still holds req */
+    int answered; /* cb ran */
 };
 
 struct ring_entry {
@@ -111,6 +131,9 @@ struct shard {
     int restored;
     struct shard_sub *subs;
     uint64_t snapshot_index;
+    struct shard_stats stats; /* counters and histograms; Raft fields filled on read */
+
+    struct transfer *transfer; /* the leadership transfer in progress, if any */
 
     /* leadership watch (for logs) */
     int last_state;
@@ -178,6 +201,25 @@ uint64_t shard_applied_index(struct shard *s)
 uint64_t shard_snapshot_index(const struct shard *s)
 {
     return s->snapshot_index;
+}
+
+/* Apply latency buckets: 100 us .. 10 s (fsync + a round trip is ~1 ms here). */
+static const uint64_t shard_latency_bounds_ns[] = {
+    100000,    250000,    500000,     1000000,    2500000,    5000000,
+    10000000,  25000000,  50000000,   100000000,  250000000,  500000000,
+    1000000000, 2500000000, 5000000000, 10000000000,
+};
+
+void shard_stats(struct shard *s, struct shard_stats *out)
+{
+    *out = s->stats;
+    if (!s->raft_initialized)
+        return;
+    out->state = (int)raft_state(&s->raft);
+    out->term = raft_current_term(&s->raft);
+    out->commit_index = raft_commit_index(&s->raft);
+    out->applied_index = raft_last_applied(&s->raft);
+    out->snapshot_index = s->snapshot_index;
 }
 
 static void answer_waiters(struct waiter *w, uint32_t n, int err, uint32_t hint)
@@ -311,6 +353,8 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     ring_sync_floor(s);
     uint64_t index = raft_last_applied(&s->raft) + 1;
 
+    s->stats.entries_applied++;
+    s->stats.bytes_applied += buf->len;
     int rv = clog_apply(s->clog, buf->base, buf->len, &s->out);
     if (rv == CH_ENOMEM) {
         CH_ERROR((int)s->id, "out of memory applying entry %" PRIu64 "; stopping", index);
@@ -370,6 +414,7 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     (*bufs)[0].len = len;
     *n_bufs = 1;
     s->snapshot_index = raft_last_applied(&s->raft);
+    s->stats.snapshots_taken++;
     CH_INFO((int)s->id, "snapshot taken at index %" PRIu64 " (%zu bytes)",
             s->snapshot_index, len);
     return 0;
@@ -402,6 +447,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     ring_clear(s);
     s->restored = 1;
     s->snapshot_index = 0;
+    s->stats.snapshots_installed++;
     reset_subscribers(s, CH_ETOOOLD);
     struct clog_stats st;
     clog_stats(s->clog, &st);
@@ -429,6 +475,8 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     struct batch *b = req->data;
     struct shard *s = b->shard;
     (void)result;
+    if (status == 0)
+        ch_hist_observe(&s->stats.apply_latency_ns, uv_hrtime() - b->proposed_ns);
     if (!b->answered) {
         int err = status == 0 ? CH_EINTERNAL : raft_to_ch(status);
         if (s->closing)
@@ -556,8 +604,11 @@ static void flush_writes(struct shard *s)
         b->n_waiters = n;
         b->req.data = b;
         struct raft_buffer rb = {.base = entry, .len = entry_len};
+        b->proposed_ns = uv_hrtime();
         int rv = raft_apply(&s->raft, &b->req, &rb, 1, apply_cb);
         if (rv == 0) {
+            s->stats.batches_proposed++;
+            ch_hist_observe(&s->stats.batch_commands, n);
             b->prev = s->inflight_tail;
             if (s->inflight_tail)
                 s->inflight_tail->next = b;
@@ -707,6 +758,142 @@ int shard_read(struct shard *s, shard_read_cb cb, void *data, uint32_t *leader_h
     return 0;
 }
 
+/* ---- leadership transfer ------------------------------------------------------------- */
+
+#define SHARD_TRANSFER_POLL_MS 20
+
+static void transfer_answer(struct transfer *t, int status, uint32_t leader)
+{
+    if (t->answered)
+        return;
+    t->answered = 1;
+    t->cb(t->data, status, leader);
+}
+
+static void transfer_free(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* The transfer is over for the shard: a new one may start. */
+static void transfer_end(struct transfer *t)
+{
+    if (t->shard->transfer == t)
+        t->shard->transfer = NULL;
+    uv_close((uv_handle_t *)&t->timer, transfer_free);
+}
+
+/*
+ * Answers from what Raft sees now; 0 while undecided (this replica stepped down
+ * but does not know the new leader yet, e.g. the election is still running).
+ */
+static int transfer_decide(struct transfer *t)
+{
+    struct shard *s = t->shard;
+    uint32_t leader = shard_leader_hint(s);
+    int leading = raft_state(&s->raft) == RAFT_LEADER;
+    if (t->target == s->node_id ? leading : leader != 0 && leader != s->node_id && !leading) {
+        transfer_answer(t, 0, leader);
+        return 1;
+    }
+    if (leading || leader == s->node_id) {
+        transfer_answer(t, CH_EUNAVAILABLE, s->node_id); /* raft gave up */
+        return 1;
+    }
+    if (t->target == s->node_id && leader != 0) {
+        transfer_answer(t, CH_EUNAVAILABLE, leader); /* lost it meanwhile */
+        return 1;
+    }
+    return 0;
+}
+
+static void transfer_timer_cb(uv_timer_t *h)
+{
+    struct transfer *t = h->data;
+    if (t->in_raft) {
+        /* The guard: raft has not called back in time.  Answer now; req stays
+         * with raft and transfer_done finishes the job when it runs. */
+        CH_WARN((int)t->shard->id, "leadership transfer to %u: no outcome from raft in time",
+                t->target);
+        transfer_answer(t, CH_EUNAVAILABLE, shard_leader_hint(t->shard));
+        uv_timer_stop(h);
+        return;
+    }
+    if (!t->answered && !transfer_decide(t) && uv_now(h->loop) < t->deadline)
+        return; /* poll again */
+    transfer_answer(t, CH_EUNAVAILABLE, 0); /* no-op once answered */
+    uv_timer_stop(h);
+    transfer_end(t);
+}
+
+/* raft's callback: the transfer succeeded, or raft gave up (an election timeout). */
+static void transfer_done(struct raft_transfer *req)
+{
+    struct transfer *t = req->data;
+    struct shard *s = t->shard;
+    t->in_raft = 0;
+    if (s->closing || t->answered || transfer_decide(t)) {
+        uv_timer_stop(&t->timer);
+        transfer_end(t);
+        return;
+    }
+    /* Stepped down, new leader not known yet: poll until it is or the deadline. */
+    uv_timer_start(&t->timer, transfer_timer_cb, SHARD_TRANSFER_POLL_MS,
+                   SHARD_TRANSFER_POLL_MS);
+}
+
+int shard_transfer(struct shard *s, uint32_t to_node, unsigned timeout_ms,
+                   shard_transfer_cb cb, void *data, uint32_t *leader_hint)
+{
+    *leader_hint = 0;
+    int err = check_leader(s, leader_hint);
+    if (err != 0)
+        return err;
+    if (to_node != 0) {
+        const struct raft_configuration *conf = &s->raft.configuration;
+        unsigned i = 0;
+        while (i < conf->n && conf->servers[i].id != to_node)
+            i++;
+        if (i == conf->n || conf->servers[i].role != RAFT_VOTER)
+            return CH_EINVAL;
+    }
+    if (s->transfer != NULL || raft_transferee(&s->raft) != 0)
+        return CH_EUNAVAILABLE;
+    struct transfer *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return CH_ENOMEM;
+    t->shard = s;
+    t->target = to_node;
+    t->cb = cb;
+    t->data = data;
+    t->req.data = t;
+    t->deadline = uv_now(s->loop) + timeout_ms;
+    uv_timer_init(s->loop, &t->timer);
+    t->timer.data = t;
+    if (to_node == s->node_id) {
+        /* Already there: answer from the loop, as promised, not inline. */
+        uv_timer_start(&t->timer, transfer_timer_cb, 0, SHARD_TRANSFER_POLL_MS);
+        s->transfer = t;
+        return 0;
+    }
+    /* Set up as if raft had taken it, in case it calls back before returning. */
+    t->in_raft = 1;
+    s->transfer = t;
+    uv_timer_start(&t->timer, transfer_timer_cb, timeout_ms, 0);
+    int rv = raft_transfer(&s->raft, &t->req, to_node, transfer_done);
+    if (rv != 0) {
+        /* raft kept nothing and never calls back. */
+        s->transfer = NULL;
+        uv_close((uv_handle_t *)&t->timer, transfer_free);
+        if (rv == RAFT_NOTLEADER)
+            *leader_hint = shard_leader_hint(s);
+        return rv == RAFT_BADID ? CH_EINVAL : rv == RAFT_NOTFOUND ? CH_EUNAVAILABLE
+                                                                  : raft_to_ch(rv);
+    }
+    CH_INFO((int)s->id, "leadership transfer to %u started", to_node);
+    return 0;
+}
+
 /* ---- leadership watch ---------------------------------------------------------------- */
 
 void shard_watch(struct shard *s)
@@ -774,6 +961,11 @@ static void handle_closed(uv_handle_t *h)
 static void raft_closed(struct raft *r)
 {
     struct shard *s = r->data;
+    if (s->transfer != NULL) {
+        /* raft is done with the request even if it never called back. */
+        s->transfer->in_raft = 0;
+        transfer_end(s->transfer);
+    }
     raft_uv_close(&s->io);
     raft_uv_tcp_close(&s->transport);
     uv_close((uv_handle_t *)&s->flush_check, handle_closed);
@@ -793,6 +985,11 @@ void shard_close(struct shard *s, void (*cb)(void *data), void *data)
     answer_readers(s->pending_readers, s->n_readers, CH_ESHUTDOWN, 0);
     s->n_readers = 0;
     reset_subscribers(s, CH_ESHUTDOWN);
+    if (s->transfer != NULL) {
+        transfer_answer(s->transfer, CH_ESHUTDOWN, 0);
+        if (!s->transfer->in_raft)
+            transfer_end(s->transfer);
+    }
     if (s->wake_active) {
         uv_idle_stop(&s->wake_idle);
         s->wake_active = 0;
@@ -836,6 +1033,9 @@ int shard_open(uv_loop_t *loop, const struct shard_options *opt, struct shard **
     s->boot_id = opt->boot_id & 0xffffffffu;
     s->floor = 1;
     s->last_state = -1;
+    ch_hist_init_exp(&s->stats.batch_commands, 1, 2, 13); /* 1 .. 4096 commands */
+    ch_hist_init(&s->stats.apply_latency_ns, shard_latency_bounds_ns,
+                 sizeof shard_latency_bounds_ns / sizeof shard_latency_bounds_ns[0]);
     clog_output_init(&s->out);
     ch_wbuf_init(&s->pending);
     s->ring_cap = opt->stream_retain_entries;

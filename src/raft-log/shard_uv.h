@@ -9,6 +9,7 @@
 #include <raft/uv.h>
 
 #include "../cluster/config.h"
+#include "../common/histogram.h"
 #include "clog.h"
 
 /*
@@ -100,6 +101,29 @@ int shard_subscribe(struct shard *s, struct shard_sub *sub, uint64_t from_index,
                     uint64_t *next_index);
 void shard_unsubscribe(struct shard *s, struct shard_sub *sub);
 
+/*
+ * Called once when a leadership transfer ends: status 0 with leader = the node
+ * Raft now knows as the shard's leader (not this one, or this one for a transfer
+ * to itself), or CH_EUNAVAILABLE (Raft gave up, or nothing happened within the
+ * timeout; leader is then what this replica sees, possibly itself) / CH_ESHUTDOWN.
+ */
+typedef void (*shard_transfer_cb)(void *data, int status, uint32_t leader);
+
+/*
+ * Transfers the shard's leadership from this replica (which must lead) to
+ * to_node, a voting replica, or with to_node 0 to the voter Raft picks
+ * (raft_transfer; Raft ids are node ids).  One transfer at a time per shard.
+ * to_node == this node is a no-op answered on the next loop iteration.  cb runs
+ * once: after Raft's transfer callback and once a new leader is known, or after
+ * timeout_ms with CH_EUNAVAILABLE (the request itself stays alive until Raft
+ * calls back).  Returns 0 (cb will run, never inline), or CH_ENOTLEADER (with
+ * *leader_hint), CH_EINVAL (to_node is not a voter of the shard),
+ * CH_EUNAVAILABLE (a transfer is already in progress, or no voter can take
+ * over), CH_ESHUTDOWN, CH_ENOMEM; then cb never runs.
+ */
+int shard_transfer(struct shard *s, uint32_t to_node, unsigned timeout_ms,
+                   shard_transfer_cb cb, void *data, uint32_t *leader_hint);
+
 /* Logs a line when the replica's Raft state, term or known leader changed since
  * the last call (the node calls it periodically). */
 void shard_watch(struct shard *s);
@@ -112,5 +136,18 @@ uint32_t shard_leader_hint(struct shard *s);
 uint64_t shard_snapshot_index(const struct shard *s);
 /* The Raft index of the last entry applied to the clog (the stream's numbering). */
 uint64_t shard_applied_index(struct shard *s);
+
+/* What a replica has done since it opened, for metrics (GET /metrics). */
+struct shard_stats {
+    int state; /* enum raft_state */
+    uint64_t term, commit_index, applied_index, snapshot_index;
+    uint64_t entries_applied, bytes_applied; /* FSM applies (every role) */
+    uint64_t batches_proposed;               /* entries handed to raft_apply */
+    uint64_t snapshots_taken, snapshots_installed; /* installed: also at startup */
+    struct ch_hist batch_commands;   /* commands per proposed entry */
+    struct ch_hist apply_latency_ns; /* raft_apply -> its callback, as leader */
+};
+/* Copies the replica's counters and current Raft state into *out. */
+void shard_stats(struct shard *s, struct shard_stats *out);
 
 #endif

@@ -786,6 +786,111 @@ static void handle_unsubscribe(struct conn *c, struct ch_rbuf *body)
     }
 }
 
+/* ---- TRANSFER ------------------------------------------------------------------------- */
+
+/* Raft gives up on a transfer after an election timeout; this guard only catches a
+ * transfer raft never finishes. */
+#define STORE_TRANSFER_GUARD_MS 5000
+
+struct transfer_ctx {
+    struct conn *conn;
+    uint64_t req_id;
+    uint32_t shard;
+    unsigned guard_ms;
+};
+
+static void send_error_msg(struct conn *c, uint64_t req_id, int err, uint32_t hint,
+                           const char *msg)
+{
+    if (c->closing)
+        return;
+    proto_put_error(&c->out, req_id, err, hint, 0, msg);
+    conn_touch(c);
+}
+
+static void transfer_finished(void *data, int status, uint32_t leader)
+{
+    struct transfer_ctx *ctx = data;
+    struct conn *c = ctx->conn;
+    char msg[160];
+    if (status == 0 && !c->closing) {
+        struct proto_transfer_reply r = {.shard = ctx->shard, .leader = leader};
+        proto_encode_transfer_reply(&c->out, ctx->req_id, &r);
+        conn_touch(c);
+    } else if (status == CH_EUNAVAILABLE) {
+        if (leader == c->st->opt.node_id)
+            snprintf(msg, sizeof msg, "leadership transfer of shard %u failed: node %u still "
+                     "leads it", ctx->shard, leader);
+        else
+            snprintf(msg, sizeof msg, "leadership transfer of shard %u did not complete "
+                     "within %u ms", ctx->shard, ctx->guard_ms);
+        send_error_msg(c, ctx->req_id, status, leader, msg);
+    } else if (status != 0) {
+        send_error(c, ctx->req_id, status, 0, 0);
+    }
+    conn_release(c);
+    free(ctx);
+}
+
+static void handle_transfer(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
+{
+    struct store *st = c->st;
+    struct proto_transfer m;
+    char msg[160];
+    if (proto_decode_transfer(body, &m) != 0) {
+        send_error(c, req_id, CH_EMALFORMED, 0, 0);
+        return;
+    }
+    if (m.shard >= st->opt.config->n_shards) {
+        snprintf(msg, sizeof msg, "no shard %u (the cluster has %u)", m.shard,
+                 st->opt.config->n_shards);
+        send_error_msg(c, req_id, CH_EINVAL, 0, msg);
+        return;
+    }
+    struct shard *sh = st->opt.shards[m.shard];
+    if (sh == NULL) {
+        send_error(c, req_id, CH_ENOSHARD, first_replica(st, m.shard), 0);
+        return;
+    }
+    struct transfer_ctx *ctx = malloc(sizeof *ctx);
+    if (ctx == NULL) {
+        send_error(c, req_id, CH_ENOMEM, 0, 0);
+        return;
+    }
+    ctx->conn = c;
+    ctx->req_id = req_id;
+    ctx->shard = m.shard;
+    unsigned guard = 2 * st->opt.config->raft.election_timeout_ms + 1000;
+    if (guard < STORE_TRANSFER_GUARD_MS)
+        guard = STORE_TRANSFER_GUARD_MS;
+    ctx->guard_ms = guard;
+    uint32_t hint = 0;
+    c->refs++; /* held by ctx */
+    int err = shard_transfer(sh, m.to_node, guard, transfer_finished, ctx, &hint);
+    if (err == 0)
+        return;
+    free(ctx);
+    switch (err) {
+    case CH_ENOTLEADER:
+        snprintf(msg, sizeof msg, "node %u does not lead shard %u (leader: %u)",
+                 st->opt.node_id, m.shard, hint);
+        break;
+    case CH_EINVAL:
+        snprintf(msg, sizeof msg, "node %u is not a voting replica of shard %u", m.to_node,
+                 m.shard);
+        break;
+    case CH_EUNAVAILABLE:
+        snprintf(msg, sizeof msg, "shard %u: a leadership transfer is already in progress, "
+                 "or no voter can take over", m.shard);
+        break;
+    default:
+        snprintf(msg, sizeof msg, "%s", ch_strerror(err));
+        break;
+    }
+    send_error_msg(c, req_id, err, hint, msg);
+    conn_release(c);
+}
+
 /* ---- STATUS --------------------------------------------------------------------------- */
 
 static void handle_status(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
@@ -887,6 +992,9 @@ static void dispatch(struct conn *c, const struct proto_frame *f)
         return;
     case PROTO_STATUS:
         handle_status(c, f->req_id, &body);
+        return;
+    case PROTO_TRANSFER:
+        handle_transfer(c, f->req_id, &body);
         return;
     default:
         send_error(c, f->req_id, CH_EUNKNOWN_OP, 0, 0);

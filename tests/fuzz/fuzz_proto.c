@@ -207,6 +207,16 @@ static void body(const struct proto_frame *f)
         FIXED(unsubscribe, m);
         break;
     }
+    case PROTO_TRANSFER: {
+        struct proto_transfer m;
+        FIXED(transfer, m);
+        break;
+    }
+    case PROTO_TRANSFER_REPLY: {
+        struct proto_transfer_reply m;
+        FIXED(transfer_reply, m);
+        break;
+    }
     default:
         break;
     }

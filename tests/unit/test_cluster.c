@@ -37,10 +37,11 @@ static void test_shipped_configs_parse(void)
         uint32_t nodes, shards, replication;
         const char *host0;
         uint16_t raft0, client0, gateway0;
+        int admin; /* ships a sample admin token */
     } want[] = {
-        {"dev-1.json", 1, 4, 1, "127.0.0.1", 7100, 7200, 7300},
-        {"local-3.json", 3, 16, 3, "127.0.0.1", 7110, 7201, 7301},
-        {"netns-5.json", 5, 8, 3, "10.77.0.11", 7100, 7200, 7300},
+        {"dev-1.json", 1, 4, 1, "127.0.0.1", 7100, 7200, 7300, 1},
+        {"local-3.json", 3, 16, 3, "127.0.0.1", 7110, 7201, 7301, 1},
+        {"netns-5.json", 5, 8, 3, "10.77.0.11", 7100, 7200, 7300, 1},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         char path[1024];
@@ -60,6 +61,7 @@ static void test_shipped_configs_parse(void)
         CHECK_EQ_INT(cfg.nodes[0].gateway.port, want[i].gateway0);
         CHECK_EQ_INT(cfg.raft.election_timeout_ms, 1000);
         CHECK_EQ_INT(cfg.raft.heartbeat_timeout_ms, 100);
+        CHECK(want[i].admin == (strlen(cfg.admin.token) >= 16));
         /* Every shard has R distinct replicas on known nodes. */
         for (uint32_t s = 0; s < cfg.n_shards; s++) {
             uint32_t holders = 0;
@@ -375,6 +377,15 @@ static void test_bad_configs_name_the_field(void)
         {"{" BASE ",\"limits\":{\"max_events\":\"many\"}}", "limits.max_events"},
         {"{" BASE ",\"limits\":{\"max_bodies\":10}}",
          "limits: unknown field \"max_bodies\""},
+        /* admin */
+        {"{" BASE ",\"admin\":\"0123456789abcdef\"}", "admin: expected an object"},
+        {"{" BASE ",\"admin\":{}}", "admin.token: required"},
+        {"{" BASE ",\"admin\":{\"token\":\"0123456789abcde\"}}", "admin.token"},
+        {"{" BASE ",\"admin\":{\"token\":16}}", "admin.token"},
+        {"{" BASE ",\"admin\":{\"token\":\"0123456789 abcdef\"}}", "admin.token"},
+        {"{" BASE ",\"admin\":{\"token\":\"0123456789abcdef\\u00e9\"}}", "admin.token"},
+        {"{" BASE ",\"admin\":{\"token\":\"0123456789abcdef\",\"tokens\":1}}",
+         "admin: unknown field \"tokens\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct cluster_config cfg;
@@ -392,6 +403,25 @@ static void test_bad_configs_name_the_field(void)
 static void test_valid_edges(void)
 {
     struct cluster_config cfg;
+    /* No admin section: no token; a 16- and a 256-character token are accepted. */
+    CHECK_EQ_INT(parse("{" BASE "}", &cfg), 0);
+    CHECK(cfg.admin.token[0] == 0);
+    cluster_config_free(&cfg);
+    CHECK_EQ_INT(parse("{" BASE ",\"admin\":{\"token\":\"0123456789abcdef\"}}", &cfg), 0);
+    CHECK(strcmp(cfg.admin.token, "0123456789abcdef") == 0);
+    cluster_config_free(&cfg);
+    {
+        char json[1024], token[257];
+        memset(token, 'k', 256);
+        token[256] = 0;
+        snprintf(json, sizeof json, "{" BASE ",\"admin\":{\"token\":\"%s\"}}", token);
+        CHECK_EQ_INT(parse(json, &cfg), 0);
+        CHECK(strcmp(cfg.admin.token, token) == 0);
+        cluster_config_free(&cfg);
+        snprintf(json, sizeof json, "{" BASE ",\"admin\":{\"token\":\"%sk\"}}", token);
+        CHECK_EQ_INT(parse(json, &cfg), CH_ECONFIG);
+        CHECK(strstr(err, "admin.token") != NULL);
+    }
     /* Raft range ending exactly at 65535. */
     CHECK_EQ_INT(parse("{\"name\":\"t\",\"shards\":4,\"nodes\":[{\"id\":4294967295,"
                        "\"raft\":\"1.2.3.4:65532\",\"client\":\"1.2.3.4:20\","

@@ -100,6 +100,8 @@ SCHEMA_HELPERS(result, PROTO_RESULT_FIELDS)
 SCHEMA_HELPERS(member, PROTO_MEMBER_FIELDS)
 SCHEMA_HELPERS(shard_status, PROTO_SHARD_STATUS_FIELDS)
 SCHEMA_HELPERS(replica, PROTO_REPLICA_FIELDS)
+SCHEMA_HELPERS(transfer, PROTO_TRANSFER_FIELDS)
+SCHEMA_HELPERS(transfer_reply, PROTO_TRANSFER_REPLY_FIELDS)
 #define fill_pong fill_ping /* PONG shares PING's struct */
 #define same_pong same_ping
 
@@ -177,6 +179,8 @@ static void test_every_message_round_trips(void)
         ROUND_TRIP(STREAM, stream);
         ROUND_TRIP(STATUS, status);
         ROUND_TRIP(STATUS_REPLY, status_reply);
+        ROUND_TRIP(TRANSFER, transfer);
+        ROUND_TRIP(TRANSFER_REPLY, transfer_reply);
     }
     ch_wbuf_free(&b);
 }
@@ -291,6 +295,8 @@ static void test_type_names(void)
         {PROTO_STREAM, "STREAM"},
         {PROTO_STATUS, "STATUS"},
         {PROTO_STATUS_REPLY, "STATUS_REPLY"},
+        {PROTO_TRANSFER, "TRANSFER"},
+        {PROTO_TRANSFER_REPLY, "TRANSFER_REPLY"},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         CHECK(strcmp(proto_type_name(want[i].type), want[i].name) == 0);
