@@ -32,9 +32,12 @@ static const char *const usage_text =
     "                                     else Raft picks), prints old -> new and the time\n"
     "  leader balance [--dry-run]         spread leaders evenly over the up nodes, one\n"
     "                                     transfer at a time (--dry-run: print the plan)\n"
+    "  config validate FILE               check a cluster config as chorusd would (no\n"
+    "                                     cluster needed): nodes, shards, replicas\n"
     "conversations\n"
     "  conv create CONV --actor U (--group NAME | --direct) --members a,b,...\n"
     "  conv get CONV [--stale] [--node N]\n"
+    "  conv inspect CONV                  shard, replicas, leader, members and cursors\n"
     "  conv add CONV --actor U --user V [--role admin|member]\n"
     "  conv remove CONV --actor U --user V\n"
     "  conv leave CONV --actor U\n"
@@ -42,6 +45,12 @@ static const char *const usage_text =
     "  edit CONV SEQ --actor U [--id ID] TEXT      delete CONV SEQ --actor U [--id ID]\n"
     "  react CONV SEQ --actor U [--remove] EMOJI   receipt CONV SEQ --actor U [--read]\n"
     "  history CONV [--after N] [--before N] [--limit N] [--node N --stale]\n"
+    "users\n"
+    "  user add USER (--password-stdin | --password P) [--display-name N]\n"
+    "                                     create a login (scrypt with auth.scrypt_log2_n;\n"
+    "                                     prefer --password-stdin: argv is visible in ps)\n"
+    "  user disable USER                  refuse the user's logins (forbidden)\n"
+    "  user enable USER                   allow them again\n"
     "debugging\n"
     "  debug load --convs C --messages M [--window W] [--members K] [--size B]\n"
     "             [--seed S] [--out FILE]\n"
@@ -939,6 +948,10 @@ int main(int argc, char **argv)
         return cmd_status(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "leader") == 0)
         return ctl_leader(&env, argc - 2, argv + 2);
+    if (strcmp(cmd, "config") == 0)
+        return ctl_config(&env, argc - 2, argv + 2);
+    if (strcmp(cmd, "user") == 0)
+        return ctl_user(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "history") == 0)
         return cmd_history(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "send") == 0 || strcmp(cmd, "edit") == 0 || strcmp(cmd, "delete") == 0 ||
@@ -948,6 +961,8 @@ int main(int argc, char **argv)
         const char *sub = argv[2];
         if (strcmp(sub, "get") == 0)
             return cmd_conv_get(&env, argc - 3, argv + 3);
+        if (strcmp(sub, "inspect") == 0)
+            return ctl_conv_inspect(&env, argc - 3, argv + 3);
         if (strcmp(sub, "create") == 0 || strcmp(sub, "add") == 0 ||
             strcmp(sub, "remove") == 0 || strcmp(sub, "leave") == 0)
             return cmd_write(&env, sub, argc - 3, argv + 3);

@@ -26,6 +26,12 @@ int ctl_load(struct ctl_env *env, int argc, char **argv);
 /* `leader transfer|balance` */
 int ctl_leader(struct ctl_env *env, int argc, char **argv);
 
+/* `config validate` (needs no cluster), `conv inspect`, `user add|disable|enable`
+ * (admin.c) */
+int ctl_config(struct ctl_env *env, int argc, char **argv);
+int ctl_conv_inspect(struct ctl_env *env, int argc, char **argv);
+int ctl_user(struct ctl_env *env, int argc, char **argv);
+
 /* Asks every node for its status: {cluster, nodes: [{id, up, ...}] in config order,
  * shards: [{id, leader (null if none), term, placement, replicas}]}.  The caller
  * owns the result (json_decref). */
