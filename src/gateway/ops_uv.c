@@ -1533,24 +1533,67 @@ static int session_start(struct gw_client *c)
     return 0;
 }
 
+/* auth, step 2: the token was good; the account must still be enabled. */
+static void auth_user_checked(void *data, int err, const struct proto_frame *f)
+{
+    struct op *o = data;
+    struct gw_client *c = gw_client_find(o->gw, o->client);
+    err = reply_check(err, f, PROTO_USER_GET_REPLY);
+    struct proto_user_get_reply m;
+    if (err == 0) {
+        struct ch_rbuf r;
+        ch_rbuf_init(&r, f->body.ptr, f->body.len);
+        if (proto_decode_user_get_reply(&r, &m) != 0)
+            err = CH_EINTERNAL;
+        else if (m.disabled)
+            err = CH_EUSER_DISABLED;
+    }
+    if (err == CH_ENOUSER)
+        err = CH_EBAD_TOKEN; /* signed for an account that does not exist */
+    if (c == NULL) {
+        op_free(o);
+        return;
+    }
+    if (err != 0) {
+        c->user_len = 0; /* not authenticated, and no auth in progress */
+        c->user[0] = 0;
+    }
+    if (err == 0) {
+        c->authed = 1;
+        if ((err = session_start(c)) != 0)
+            c->authed = 0;
+    }
+    if (err != 0) {
+        if (err == CH_EUSER_DISABLED || err == CH_EBAD_TOKEN)
+            o->gw->st.auth_failures++;
+        op_error(o, err, err == CH_EUNAVAILABLE ? "the gateway is still connecting to the "
+                                                  "shards: retry in a moment"
+                                                : NULL);
+        return;
+    }
+    op_conversations(o); /* follows every conversation, then replies */
+}
+
 static void op_auth(struct gw_client *c, const struct wire_request *req, struct op *o)
 {
-    if (c->authed) {
-        op_error(o, CH_EINVAL, "auth: this connection is already authenticated");
+    if (c->authed || c->user_len > 0) {
+        op_error(o, CH_EINVAL, c->authed ? "auth: this connection is already authenticated"
+                                         : "auth: an authentication is in progress");
         return;
     }
     int rv = verify_token(c, (const char *)req->token.ptr, req->token.len);
-    if (rv == 0 && (rv = session_start(c)) != 0)
-        c->authed = 0;
     if (rv != 0) {
-        op_error(o, rv, rv == CH_EUNAVAILABLE ? "the gateway is still connecting to the "
-                                                "shards: retry in a moment"
-                                              : NULL);
+        op_error(o, rv, NULL);
         return;
     }
+    /* A token outlives a `user disable`: read the account (linearizably) before the
+     * session starts; until then the connection is not authenticated. */
+    c->authed = 0;
     memcpy(o->user, c->user, c->user_len);
     o->user_len = c->user_len;
-    op_conversations(o); /* follows every conversation, then replies */
+    rv = user_get_call(c->gw, op_actor(o), 0, auth_user_checked, o);
+    if (rv != 0)
+        op_error(o, rv, NULL);
 }
 
 void gw_client_gone(struct gw_client *c)

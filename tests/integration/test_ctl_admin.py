@@ -224,12 +224,22 @@ def test_user_add_login():
 def test_user_disable_enable():
     c = cluster
     c.ctl("user", "add", "gina", "--password", "gina-secret-3")
-    login(GW[0], "gina", "gina-secret-3")
+    token = login(GW[0], "gina", "gina-secret-3")["token"]
 
     p = c.ctl("user", "disable", "gina")
     assert p.stdout.strip() == "user gina disabled", p.stdout
     for gw in GW:
         assert login_error(gw, "gina", "gina-secret-3") == "forbidden"
+        # a token issued before the disable no longer opens a session either
+        w = WsClient(gw)
+        try:
+            w.request("auth", token=token)
+            raise AssertionError("auth of a disabled user succeeded on %s" % gw)
+        except ApiError as e:
+            assert e.code == "forbidden", e
+            assert w.request_raw("conversations")["error"]["code"] == "unauthorized"
+        finally:
+            w.close()
     j = c.ctl_json("user", "disable", "gina")
     assert j == {"user": "gina", "shard": j["shard"], "disabled": True,
                  "changed": False}, j
@@ -239,6 +249,9 @@ def test_user_disable_enable():
     assert j["disabled"] is False and j["changed"] is True, j
     for gw in GW:
         login(gw, "gina", "gina-secret-3")
+        w = WsClient(gw)
+        assert w.request("auth", token=token)["user"] == "gina"
+        w.close()
 
     p = c.ctl("user", "disable", "nobody-here", check=False)
     assert p.returncode == 1 and "not_found" in p.stderr, (p.returncode, p.stderr)
