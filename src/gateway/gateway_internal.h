@@ -29,6 +29,7 @@ struct gw_client {
     void *wsi; /* struct lws *, NULL once the connection is gone */
     int http;
     int authed;
+    int account_checked; /* REST: the bearer's account was read and is enabled */
     int followed; /* registered with fanout */
     char user[WIRE_MAX_USER + 1];
     size_t user_len;

@@ -1936,7 +1936,70 @@ static int is_write(int op)
     }
 }
 
+static void handle_request(struct gw_client *c, const char *text, size_t len);
+
+/* A REST request with a bearer token waits for its account to be read: a token
+ * outlives a `user disable` (the WebSocket `auth` does the same check). */
+struct rest_check {
+    struct gw *gw;
+    uint64_t client;
+    size_t len;
+    char text[];
+};
+
+static void rest_account_checked(void *data, int err, const struct proto_frame *f)
+{
+    struct rest_check *x = data;
+    struct gw_client *c = gw_client_find(x->gw, x->client);
+    err = reply_check(err, f, PROTO_USER_GET_REPLY);
+    if (err == 0) {
+        struct ch_rbuf r;
+        struct proto_user_get_reply m;
+        ch_rbuf_init(&r, f->body.ptr, f->body.len);
+        if (proto_decode_user_get_reply(&r, &m) != 0)
+            err = CH_EINTERNAL;
+        else if (m.disabled)
+            err = CH_EUSER_DISABLED;
+    }
+    if (err == CH_ENOUSER)
+        err = CH_EBAD_TOKEN;
+    if (c != NULL) {
+        if (err == 0) {
+            c->account_checked = 1;
+            handle_request(c, x->text, x->len);
+        } else {
+            c->authed = 0;
+            x->gw->st.auth_failures += err == CH_EUSER_DISABLED || err == CH_EBAD_TOKEN;
+            send_error(x->gw, x->client, "1", err, NULL, 0);
+        }
+    }
+    free(x);
+}
+
 void gw_handle_request(struct gw_client *c, const char *text, size_t len)
+{
+    if (!c->http || !c->authed || c->account_checked) {
+        handle_request(c, text, len);
+        return;
+    }
+    struct rest_check *x = malloc(sizeof *x + len);
+    if (x == NULL) {
+        send_error(c->gw, c->id, "1", CH_ENOMEM, NULL, 0);
+        return;
+    }
+    x->gw = c->gw;
+    x->client = c->id;
+    x->len = len;
+    memcpy(x->text, text, len);
+    struct ch_slice who = {.ptr = (const uint8_t *)c->user, .len = c->user_len};
+    int rv = user_get_call(c->gw, who, 0, rest_account_checked, x);
+    if (rv != 0) {
+        free(x);
+        send_error(c->gw, c->id, "1", rv, NULL, 0);
+    }
+}
+
+static void handle_request(struct gw_client *c, const char *text, size_t len)
 {
     struct gw *gw = c->gw;
     struct wire_request req;

@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from chorus_cluster import CHORUSCTL, SOURCE, Cluster, run_tests  # noqa: E402
-from wsclient import ApiError, WsClient, request_retrying, shard_of_conv  # noqa: E402
+from wsclient import ApiError, WsClient, request_retrying, rest, shard_of_conv  # noqa: E402
 
 WAIT = 30.0
 cluster = None
@@ -240,6 +240,8 @@ def test_user_disable_enable():
             assert w.request_raw("conversations")["error"]["code"] == "unauthorized"
         finally:
             w.close()
+        st, r = rest(gw, "GET", "/api/v1/conversations", token=token)
+        assert st == 403 and r["error"]["code"] == "forbidden", (gw, st, r)
     j = c.ctl_json("user", "disable", "gina")
     assert j == {"user": "gina", "shard": j["shard"], "disabled": True,
                  "changed": False}, j
@@ -252,6 +254,8 @@ def test_user_disable_enable():
         w = WsClient(gw)
         assert w.request("auth", token=token)["user"] == "gina"
         w.close()
+        st, r = rest(gw, "GET", "/api/v1/conversations", token=token)
+        assert st == 200 and "conversations" in r, (gw, st, r)
 
     p = c.ctl("user", "disable", "nobody-here", check=False)
     assert p.returncode == 1 and "not_found" in p.stderr, (p.returncode, p.stderr)
