@@ -1123,9 +1123,13 @@ int shard_open(uv_loop_t *loop, const struct shard_options *opt, struct shard **
             if (s->restore_err != 0)
                 snprintf(err, errlen, "shard %u: snapshot restore failed: %s", s->id,
                          ch_strerror(s->restore_err));
-            else
-                snprintf(err, errlen, "shard %u: raft start: %s", s->id,
-                         raft_errmsg(&s->raft));
+            else if (raft_errmsg(&s->raft)[0] != 0)
+                snprintf(err, errlen, "shard %u: raft start on %s failed: %s: %s", s->id,
+                         s->address, raft_strerror(rv), raft_errmsg(&s->raft));
+            else /* raft says nothing when, for example, the port is taken */
+                snprintf(err, errlen, "shard %u: raft start on %s failed: %s (is the "
+                         "address in use by another process?)", s->id, s->address,
+                         raft_strerror(rv));
             code = s->restore_err ? s->restore_err : CH_EIO;
         }
     }
