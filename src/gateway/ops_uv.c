@@ -27,6 +27,7 @@
 #define GW_PRESENCE_REFRESH_MS 10000
 #define GW_PRESENCE_EXPIRE_MS 35000
 #define GW_FETCH_LIMIT 200
+#define GW_STARTING_MSG "the gateway is still connecting to the shards: retry in a moment"
 #define GW_USER_IDLE_MS 120000 /* a user's buckets are kept this long after its last use */
 
 /* An op in flight. */
@@ -182,6 +183,24 @@ static int reply_check(int err, const struct proto_frame *f, uint8_t type)
     if (err == 0 && f->type != type)
         err = CH_EINTERNAL;
     return err;
+}
+
+/* The outcome of reading the account behind a valid token (USER_GET): 0 when it
+ * is enabled, CH_EUSER_DISABLED, CH_EBAD_TOKEN when it does not exist (the token
+ * was signed for no account), or the read's error. */
+static int account_check(int err, const struct proto_frame *f)
+{
+    err = reply_check(err, f, PROTO_USER_GET_REPLY);
+    if (err == 0) {
+        struct ch_rbuf r;
+        struct proto_user_get_reply m;
+        ch_rbuf_init(&r, f->body.ptr, f->body.len);
+        if (proto_decode_user_get_reply(&r, &m) != 0)
+            err = CH_EINTERNAL;
+        else if (m.disabled)
+            err = CH_EUSER_DISABLED;
+    }
+    return err == CH_ENOUSER ? CH_EBAD_TOKEN : err;
 }
 
 /* The one result of a single-command SUBMIT, or an error code. */
@@ -865,8 +884,7 @@ static void issue_token_reply(struct op *o)
     if (c != NULL && c->authed && !c->http && !c->followed &&
         (rv = session_start(c)) != 0) {
         c->authed = 0; /* no session: the client must retry, not carry on unfollowed */
-        op_error(o, rv, rv == CH_EUNAVAILABLE ? "the gateway is still connecting to the "
-                                                "shards: retry in a moment"
+        op_error(o, rv, rv == CH_EUNAVAILABLE ? GW_STARTING_MSG
                                               : NULL);
         return;
     }
@@ -1036,8 +1054,7 @@ static void op_register_login(struct gw_client *c, const struct wire_request *re
     if (!c->http && !streams_started(c->gw)) {
         /* refuse before doing anything: a register answered "unavailable" after
          * creating the account would make the client's retry a conflict */
-        op_error(o, CH_EUNAVAILABLE, "the gateway is still connecting to the shards: "
-                                     "retry in a moment");
+        op_error(o, CH_EUNAVAILABLE, GW_STARTING_MSG);
         return;
     }
     struct gw_addr *a = gw_addr_get(c->gw, c->peer);
@@ -1538,18 +1555,7 @@ static void auth_user_checked(void *data, int err, const struct proto_frame *f)
 {
     struct op *o = data;
     struct gw_client *c = gw_client_find(o->gw, o->client);
-    err = reply_check(err, f, PROTO_USER_GET_REPLY);
-    struct proto_user_get_reply m;
-    if (err == 0) {
-        struct ch_rbuf r;
-        ch_rbuf_init(&r, f->body.ptr, f->body.len);
-        if (proto_decode_user_get_reply(&r, &m) != 0)
-            err = CH_EINTERNAL;
-        else if (m.disabled)
-            err = CH_EUSER_DISABLED;
-    }
-    if (err == CH_ENOUSER)
-        err = CH_EBAD_TOKEN; /* signed for an account that does not exist */
+    err = account_check(err, f);
     if (c == NULL) {
         op_free(o);
         return;
@@ -1566,8 +1572,7 @@ static void auth_user_checked(void *data, int err, const struct proto_frame *f)
     if (err != 0) {
         if (err == CH_EUSER_DISABLED || err == CH_EBAD_TOKEN)
             o->gw->st.auth_failures++;
-        op_error(o, err, err == CH_EUNAVAILABLE ? "the gateway is still connecting to the "
-                                                  "shards: retry in a moment"
+        op_error(o, err, err == CH_EUNAVAILABLE ? GW_STARTING_MSG
                                                 : NULL);
         return;
     }
@@ -1951,18 +1956,7 @@ static void rest_account_checked(void *data, int err, const struct proto_frame *
 {
     struct rest_check *x = data;
     struct gw_client *c = gw_client_find(x->gw, x->client);
-    err = reply_check(err, f, PROTO_USER_GET_REPLY);
-    if (err == 0) {
-        struct ch_rbuf r;
-        struct proto_user_get_reply m;
-        ch_rbuf_init(&r, f->body.ptr, f->body.len);
-        if (proto_decode_user_get_reply(&r, &m) != 0)
-            err = CH_EINTERNAL;
-        else if (m.disabled)
-            err = CH_EUSER_DISABLED;
-    }
-    if (err == CH_ENOUSER)
-        err = CH_EBAD_TOKEN;
+    err = account_check(err, f);
     if (c != NULL) {
         if (err == 0) {
             c->account_checked = 1;

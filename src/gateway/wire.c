@@ -108,18 +108,26 @@ __attribute__((format(printf, 3, 4))) static int fail(struct dec *d, int err,
     return err;
 }
 
+/* The field `key`, or NULL when it is absent or null: then *rv is CH_EMALFORMED
+ * if it is required, else 0.  *present (optional) says whether it was given. */
+static json_t *field(struct dec *d, const char *key, int required, int *present, int *rv)
+{
+    json_t *v = json_object_get(d->obj, key);
+    int given = v != NULL && !json_is_null(v);
+    if (present)
+        *present = given;
+    *rv = given || !required ? 0 : fail(d, CH_EMALFORMED, "%s: required", key);
+    return given ? v : NULL;
+}
+
 /* An unsigned integer field in [min, max]; absent is an error when required. */
 static int get_uint(struct dec *d, const char *key, uint64_t min, uint64_t max,
                     int required, uint64_t *out, int *present)
 {
-    json_t *v = json_object_get(d->obj, key);
-    if (present)
-        *present = v != NULL && !json_is_null(v);
-    if (v == NULL || json_is_null(v)) {
-        if (required)
-            return fail(d, CH_EMALFORMED, "%s: required", key);
-        return 0;
-    }
+    int rv;
+    json_t *v = field(d, key, required, present, &rv);
+    if (v == NULL)
+        return rv;
     if (!json_is_integer(v))
         return fail(d, CH_EMALFORMED, "%s: expected an integer", key);
     json_int_t i = json_integer_value(v);
@@ -140,14 +148,10 @@ static int get_conv(struct dec *d, uint64_t *out)
 static int get_str(struct dec *d, const char *key, size_t min, size_t max, int required,
                    struct ch_slice *out, int *present)
 {
-    json_t *v = json_object_get(d->obj, key);
-    if (present)
-        *present = v != NULL && !json_is_null(v);
-    if (v == NULL || json_is_null(v)) {
-        if (required)
-            return fail(d, CH_EMALFORMED, "%s: required", key);
-        return 0;
-    }
+    int rv;
+    json_t *v = field(d, key, required, present, &rv);
+    if (v == NULL)
+        return rv;
     if (!json_is_string(v))
         return fail(d, CH_EMALFORMED, "%s: expected a string", key);
     size_t len = json_string_length(v);
@@ -197,12 +201,10 @@ static int get_bool(struct dec *d, const char *key, int dflt, uint8_t *out)
 static int get_enum(struct dec *d, const char *key, int required, const char *const *names,
                     const uint8_t *values, uint8_t *out)
 {
-    json_t *v = json_object_get(d->obj, key);
-    if (v == NULL || json_is_null(v)) {
-        if (required)
-            return fail(d, CH_EMALFORMED, "%s: required", key);
-        return 0;
-    }
+    int rv;
+    json_t *v = field(d, key, required, NULL, &rv);
+    if (v == NULL)
+        return rv;
     if (json_is_string(v)) {
         for (size_t i = 0; names[i] != NULL; i++) {
             if (strcmp(json_string_value(v), names[i]) == 0 &&
