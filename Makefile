@@ -30,13 +30,13 @@ build-asan: deps $(ASAN_BUILD)/Makefile
 # Starts a local 3-node cluster in the background and shows its status.
 run: build
 	@$(BUILD)/chorusctl local up -n 3 --dir $(LOCAL_DIR)
-	@$(BUILD)/chorusctl --dir $(LOCAL_DIR) status
+	-@$(BUILD)/chorusctl --dir $(LOCAL_DIR) status
 
 stop:
 	@$(BUILD)/chorusctl local down --dir $(LOCAL_DIR)
 
 status:
-	@$(BUILD)/chorusctl --dir $(LOCAL_DIR) status
+	-@$(BUILD)/chorusctl --dir $(LOCAL_DIR) status
 
 # Everything CI runs: the plain build's tests, then the same tests under ASan+UBSan.
 test: build build-asan
@@ -55,7 +55,7 @@ test-fast: build
 
 # libFuzzer: every decoder for FUZZ_SECONDS each (clang).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_entry fuzz_event fuzz_snapshot fuzz_proto fuzz_config fuzz_token fuzz_wire
+FUZZ_TARGETS = fuzz_entry fuzz_event fuzz_snapshot fuzz_proto fuzz_config fuzz_token fuzz_wire fuzz_placement
 fuzz: deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCHORUS_FUZZ=ON \
 	    -DCHORUS_SANITIZE=ON >/dev/null

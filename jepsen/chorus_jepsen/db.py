@@ -285,14 +285,15 @@ class DB:
                 time.sleep(0.2)
 
     def status(self, timeout=20):
-        """`chorusctl --config RUN/cluster.json --json status`, or None."""
+        """`chorusctl --config RUN/cluster.json --json status`, or None.  (It exits 1
+        when a node is down or a shard has no leader: the JSON is still there.)"""
         try:
             p = subprocess.run([self.chorusctl, "--config", self.conf_path, "--json",
                                 "status"], capture_output=True, text=True,
                                timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
-        if p.returncode != 0:
+        if p.returncode not in (0, 1):
             return None
         try:
             return json.loads(p.stdout)

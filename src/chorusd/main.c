@@ -2,12 +2,21 @@
  * chorusd: one chorus node.  Hosts this node's replicas of every shard (one
  * canonical/raft group each) and serves the store RPC, all on one libuv loop.
  *
- *   chorusd --config FILE --node ID --data DIR [--web DIR] [--log-level LEVEL]
+ *   chorusd --config FILE --node ID --data DIR [--join] [--web DIR] [--log-level LEVEL]
+ *
+ * On its first start a node bootstraps the shards the config places on it (and
+ * the meta group, if it is a meta voter) — every node of a new cluster does the
+ * same, with the same config.  After that the placement lives in the meta
+ * group: the node polls it and opens the replicas it should host (joining their
+ * groups) and closes and deletes the ones moved away.  --join: a node that
+ * joins an existing cluster (added later, or replacing lost data) never
+ * bootstraps anything; the shards' leaders add it and send it the logs.
  *
  * Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 2 when it cannot
  * start (bad config, unusable or foreign data directory, corrupt state), 1 on a
  * fatal runtime error.
  */
+#define _XOPEN_SOURCE 700 /* nftw */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -25,19 +34,26 @@
 
 #include <uv.h>
 
+#include <ftw.h>
+
 #include "../cluster/config.h"
+#include "../cluster/meta_uv.h"
+#include "../cluster/placement.h"
 #include "../common/bugs.h"
 #include "../common/error.h"
 #include "../common/hash.h"
 #include "../common/log.h"
 #include "../gateway/gateway_lws.h"
 #include "../gateway/metrics.h"
+#include "../gateway/rpc_uv.h"
 #include "../proto/proto.h"
 #include "../raft-log/shard_uv.h"
 #include "../raft-log/store_uv.h"
 
 #define STREAM_RETAIN_ENTRIES 8192
 #define WATCH_INTERVAL_MS 200
+#define META_POLL_MS 300
+#define BOOTSTRAPPED_FILE "BOOTSTRAPPED"
 
 struct node {
     uv_loop_t loop;
@@ -45,7 +61,15 @@ struct node {
     uint32_t id;
     char data_dir[PATH_MAX];
     struct shard **shards;
+    uint8_t *removing; /* per shard: closing to delete its data (moved away) */
     uint32_t shards_open;
+    uint64_t boot;
+    struct meta *meta;       /* this node's meta replica (meta voters only) */
+    struct rpc *meta_rpc;    /* polls the meta group's leader */
+    struct placement cached; /* newest map read linearizably from the meta group */
+    uv_timer_t poll;
+    int poll_inflight;
+    int poll_warned;
     struct store *store;
     struct gw *gw;
     uv_signal_t sigterm, sigint;
@@ -56,7 +80,7 @@ struct node {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: chorusd --config FILE --node ID --data DIR [--web DIR] "
+    fprintf(out, "usage: chorusd --config FILE --node ID --data DIR [--join] [--web DIR] "
                  "[--log-level debug|info|warn|error]\n");
 }
 
@@ -153,7 +177,12 @@ static void close_shards(struct node *n)
 
 static void store_closed(void *data)
 {
-    close_shards(data);
+    struct node *n = data;
+    close_shards(n);
+    if (n->meta != NULL) {
+        meta_close(n->meta, NULL, NULL);
+        n->meta = NULL;
+    }
 }
 
 static void node_stop(struct node *n, int code)
@@ -165,13 +194,18 @@ static void node_stop(struct node *n, int code)
     uv_close((uv_handle_t *)&n->sigterm, NULL);
     uv_close((uv_handle_t *)&n->sigint, NULL);
     uv_close((uv_handle_t *)&n->watch, NULL);
+    uv_close((uv_handle_t *)&n->poll, NULL);
+    if (n->meta_rpc != NULL) {
+        rpc_close(n->meta_rpc, NULL, NULL);
+        n->meta_rpc = NULL;
+    }
     gw_stop(n->gw); /* libwebsockets closes its handles first (LIBRARY-NOTES) */
     if (n->store != NULL) {
         struct store *st = n->store;
         n->store = NULL;
         store_close(st, store_closed, n);
     } else {
-        close_shards(n);
+        store_closed(n);
     }
 }
 
@@ -188,6 +222,181 @@ static void on_watch(uv_timer_t *h)
     for (uint32_t i = 0; i < n->config.n_shards; i++)
         if (n->shards[i] != NULL)
             shard_watch(n->shards[i]);
+    if (n->meta != NULL)
+        meta_watch(n->meta);
+}
+
+/* ---- placement: follow the meta group ------------------------------------------------
+ *
+ * Every META_POLL_MS the node reads the map linearizably from the meta group's
+ * leader.  A newer map is adopted for routing (placement_to_config: the store
+ * client and the gateway follow cfg) and then reconciled: replicas the map gives
+ * this node are opened (joining their groups), replicas it no longer gives are
+ * closed and their data deleted.  Only linearizable reads drive deletions: a
+ * replica's data goes only after the map, as of now, says the shard moved away
+ * (chorusctl commits a move only after Raft removed the old replica).
+ */
+
+static int open_shard(struct node *n, uint32_t s, int join, char *err, size_t errlen)
+{
+    struct shard_options so = {
+        .config = &n->config,
+        .node_id = n->id,
+        .shard = s,
+        .data_dir = n->data_dir,
+        .boot_id = n->boot,
+        .stream_retain_entries = STREAM_RETAIN_ENTRIES,
+        .join = join,
+    };
+    int rv = shard_open(&n->loop, &so, &n->shards[s], err, errlen);
+    if (rv == 0)
+        n->shards_open++;
+    return rv;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+                        struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+struct removal {
+    struct node *n;
+    uint32_t shard;
+};
+
+static void reconcile(struct node *n);
+
+static void shard_removed(void *data)
+{
+    struct removal *rm = data;
+    struct node *n = rm->n;
+    n->shards_open--;
+    n->removing[rm->shard] = 0;
+    char dir[PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/shard-%u", n->data_dir, rm->shard);
+    if (nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        CH_ERROR((int)rm->shard,
+                 "replica closed but its data in %s could not be deleted: %s", dir,
+                 strerror(errno));
+    else
+        CH_INFO((int)rm->shard, "replica removed: the shard moved away; deleted %s", dir);
+    free(rm);
+    if (!n->stopping)
+        reconcile(n);
+}
+
+static void reconcile(struct node *n)
+{
+    const struct placement *p = &n->cached;
+    if (p->version == 0 || n->stopping)
+        return;
+    if (p->n_shards != n->config.n_shards || p->replication != n->config.replication) {
+        if (!n->poll_warned++)
+            CH_ERROR(
+                -1,
+                "the meta group's placement has %u shards x %u, this config %u x %u: "
+                "not following it (is this node's config the cluster's?)",
+                p->n_shards, p->replication, n->config.n_shards, n->config.replication);
+        return;
+    }
+    for (uint32_t s = 0; s < n->config.n_shards; s++) {
+        int want = placement_hosts(p, n->id, s);
+        if (want && n->shards[s] == NULL && !n->removing[s]) {
+            char err[512] = "";
+            int rv = open_shard(n, s, 1, err, sizeof err);
+            if (rv != 0)
+                CH_ERROR((int)s,
+                         "cannot open the replica the placement gives this node: %s",
+                         err);
+            else
+                CH_INFO((int)s, "opened a new replica (placement version %" PRIu64 ")",
+                        p->version);
+        } else if (!want && n->shards[s] != NULL) {
+            struct removal *rm = malloc(sizeof *rm);
+            if (rm == NULL)
+                continue;
+            rm->n = n;
+            rm->shard = s;
+            struct shard *sh = n->shards[s];
+            n->shards[s] = NULL;
+            n->removing[s] = 1;
+            CH_INFO((int)s,
+                    "placement version %" PRIu64 " moved the shard off this node: "
+                    "closing its replica",
+                    p->version);
+            shard_close(sh, shard_removed, rm);
+        }
+    }
+}
+
+static void poll_done(void *data, int err, const struct proto_frame *reply)
+{
+    struct node *n = data;
+    n->poll_inflight = 0;
+    if (err != 0 || n->stopping || reply->type != PROTO_META_GET_REPLY)
+        return;
+    struct ch_rbuf body;
+    ch_rbuf_init(&body, reply->body.ptr, reply->body.len);
+    struct proto_meta_get_reply m;
+    if (proto_decode_meta_get_reply(&body, &m) != 0 || m.version == 0)
+        return;
+    if (m.version > n->cached.version) {
+        struct placement p;
+        char msg[256] = "";
+        int rv = placement_decode(m.map.ptr, m.map.len, &p, msg, sizeof msg);
+        if (rv != 0) {
+            CH_ERROR(-1, "meta: undecodable placement map: %s", msg);
+            placement_free(&p);
+            return;
+        }
+        if (p.n_shards == n->config.n_shards && p.replication == n->config.replication &&
+            placement_to_config(&p, &n->config, msg, sizeof msg) != 0)
+            CH_ERROR(-1, "meta: %s", msg);
+        CH_INFO(-1, "placement version %" PRIu64 " adopted", p.version);
+        placement_free(&n->cached);
+        n->cached = p;
+        rpc_sync_nodes(n->meta_rpc);
+        gw_sync_nodes(n->gw);
+    }
+    reconcile(n);
+}
+
+static void on_poll(uv_timer_t *h)
+{
+    struct node *n = h->data;
+    if (n->poll_inflight || n->stopping || n->meta_rpc == NULL)
+        return;
+    struct ch_wbuf b;
+    ch_wbuf_init(&b);
+    struct proto_meta_get m = {.flags = 0};
+    proto_encode_meta_get(&b, 0, &m);
+    if (ch_wbuf_error(&b) == 0 &&
+        rpc_call(n->meta_rpc, n->config.n_shards, b.data, b.len, poll_done, n) == 0)
+        n->poll_inflight = 1;
+    ch_wbuf_free(&b);
+}
+
+static int file_exists(const char *dir, const char *name)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static int write_marker(const char *dir, const char *name)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (f == NULL || fprintf(f, "bootstrapped\n") < 0 || fflush(f) != 0 ||
+        fsync(fileno(f)) != 0 || fclose(f) != 0)
+        return CH_EIO;
+    return 0;
 }
 
 /* GET /metrics: this node's shard replicas (gw_shard_metrics_fn). */
@@ -223,6 +432,12 @@ static size_t shard_metrics(void *data, struct metrics_shard *out, size_t max)
     return k;
 }
 
+static uint32_t node_connections(void *data)
+{
+    struct node *n = data;
+    return gw_connections(n->gw);
+}
+
 /* ---- main ----------------------------------------------------------------------------- */
 
 static uint64_t boot_id(void)
@@ -241,12 +456,13 @@ int main(int argc, char **argv)
         {"data", required_argument, NULL, 'd'},
         {"log-level", required_argument, NULL, 'l'},
         {"web", required_argument, NULL, 'w'},
+        {"join", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL, *data = NULL, *web = NULL;
     long node_id = 0;
-    int level = CH_LOG_INFO, c;
+    int level = CH_LOG_INFO, c, join = 0;
     while ((c = getopt_long(argc, argv, "c:n:d:l:w:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
@@ -260,6 +476,9 @@ int main(int argc, char **argv)
             break;
         case 'w':
             web = optarg;
+            break;
+        case 'j':
+            join = 1;
             break;
         case 'l':
             level = ch_log_level_parse(optarg);
@@ -330,28 +549,42 @@ int main(int argc, char **argv)
 
     uv_loop_init(&n->loop);
     n->shards = calloc(n->config.n_shards, sizeof *n->shards);
-    if (n->shards == NULL) {
+    n->removing = calloc(n->config.n_shards, 1);
+    if (n->shards == NULL || n->removing == NULL) {
         CH_ERROR(-1, "out of memory");
         return 2;
     }
-    uint64_t boot = boot_id();
-    uint32_t hosted = 0;
-    for (uint32_t s = 0; s < n->config.n_shards && rv == 0; s++) {
-        if (!cluster_node_has_shard(&n->config, n->id, s))
-            continue;
-        struct shard_options so = {
+    placement_init(&n->cached);
+    n->boot = boot_id();
+    /* A brand-new data dir of a new cluster bootstraps; anything else only opens
+     * what it has and follows the meta group. */
+    int fresh = !file_exists(n->data_dir, BOOTSTRAPPED_FILE);
+    int bootstrap = fresh && !join;
+    if (fresh && join)
+        CH_INFO(-1, "joining an existing cluster: nothing is bootstrapped here");
+    if (cluster_node_is_meta(&n->config, n->id)) {
+        struct meta_options mo = {
             .config = &n->config,
             .node_id = n->id,
-            .shard = s,
             .data_dir = n->data_dir,
-            .boot_id = boot,
-            .stream_retain_entries = STREAM_RETAIN_ENTRIES,
+            .bootstrap = bootstrap,
         };
-        rv = shard_open(&n->loop, &so, &n->shards[s], err, sizeof err);
-        if (rv == 0) {
-            n->shards_open++;
-            hosted++;
-        }
+        rv = meta_open(&n->loop, &mo, &n->meta, err, sizeof err);
+    }
+    uint32_t hosted = 0;
+    for (uint32_t s = 0; s < n->config.n_shards && rv == 0; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "shard-%u", s);
+        int placed = bootstrap && cluster_node_has_shard(&n->config, n->id, s);
+        if (!placed && !file_exists(n->data_dir, name))
+            continue;
+        rv = open_shard(n, s, !placed, err, sizeof err);
+        hosted += rv == 0;
+    }
+    if (rv == 0 && fresh && write_marker(n->data_dir, BOOTSTRAPPED_FILE) != 0) {
+        snprintf(err, sizeof err, "cannot write %s/%s: %s", n->data_dir,
+                 BOOTSTRAPPED_FILE, strerror(errno));
+        rv = CH_EIO;
     }
     if (rv != 0) {
         CH_ERROR(-1, "cannot start: %s (%s)", err, ch_errname(rv));
@@ -364,10 +597,27 @@ int main(int argc, char **argv)
             .start_time_ms = uv_now(&n->loop),
             .max_frame = PROTO_DEFAULT_MAX_FRAME,
             .max_conn_backlog = 256u << 20,
+            .meta = n->meta,
+            .placement = &n->cached,
+            .connections = node_connections,
+            .connections_data = n,
         };
         rv = store_listen(&n->loop, &so, &n->store, err, sizeof err);
         if (rv == 0)
             rv = gw_open(&n->loop, &n->config, n->id, web, &n->gw, err, sizeof err);
+        if (rv == 0) {
+            struct rpc_options ro = {
+                .config = &n->config,
+                .self = n->id,
+                .deadline_ms = 2000,
+                .attempt_timeout_ms = 500,
+                .max_frame = PROTO_DEFAULT_MAX_FRAME,
+            };
+            if (rpc_open(&n->loop, &ro, &n->meta_rpc) != 0) {
+                snprintf(err, sizeof err, "out of memory");
+                rv = CH_ENOMEM;
+            }
+        }
         if (rv == 0) {
             store_set_publish(n->store, gw_on_publish, n->gw);
             gw_set_metrics_source(n->gw, shard_metrics, n, so.start_time_ms);
@@ -380,22 +630,27 @@ int main(int argc, char **argv)
     uv_signal_init(&n->loop, &n->sigterm);
     uv_signal_init(&n->loop, &n->sigint);
     uv_timer_init(&n->loop, &n->watch);
-    n->sigterm.data = n->sigint.data = n->watch.data = n;
+    uv_timer_init(&n->loop, &n->poll);
+    n->sigterm.data = n->sigint.data = n->watch.data = n->poll.data = n;
     if (rv != 0) {
         node_stop(n, 2);
     } else {
         uv_signal_start(&n->sigterm, on_signal, SIGTERM);
         uv_signal_start(&n->sigint, on_signal, SIGINT);
         uv_timer_start(&n->watch, on_watch, WATCH_INTERVAL_MS, WATCH_INTERVAL_MS);
-        CH_INFO(-1, "chorusd %s node %u of cluster %s up: %u of %u shards hosted, data %s",
+        uv_timer_start(&n->poll, on_poll, 50, META_POLL_MS);
+        CH_INFO(-1,
+                "chorusd %s node %u of cluster %s up: %u of %u shards hosted%s, data %s",
                 CHORUS_VERSION, n->id, n->config.name, hosted, n->config.n_shards,
-                n->data_dir);
+                n->meta != NULL ? " + meta" : "", n->data_dir);
     }
     uv_run(&n->loop, UV_RUN_DEFAULT);
     gw_free(n->gw);
     if (uv_loop_close(&n->loop) != 0)
         CH_WARN(-1, "event loop closed with handles still open");
     free(n->shards);
+    free(n->removing);
+    placement_free(&n->cached);
     cluster_config_free(&n->config);
     if (n->exit_code == 0)
         CH_INFO(-1, "stopped");

@@ -15,21 +15,6 @@
 /* Largest config file cluster_config_load reads: real ones are a few KiB. */
 #define CONFIG_MAX_FILE (1u << 20)
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* Formats a message for the operator and returns code (usually CH_ECONFIG). */
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 /* ---- addresses -------------------------------------------------------------------- */
 
 /*
@@ -88,10 +73,11 @@ static int check_keys(json_t *obj, const char *const *allowed, const char *where
         while (*a != NULL && strcmp(key, *a) != 0)
             a++;
         if (*a == NULL)
-            return where[0] != '\0' ? fail(err, errlen, CH_ECONFIG,
-                                           "%s: unknown field \"%s\"", where, key)
-                                    : fail(err, errlen, CH_ECONFIG,
-                                           "unknown field \"%s\" at the top level", key);
+            return where[0] != '\0'
+                       ? ch_fail(err, errlen, CH_ECONFIG, "%s: unknown field \"%s\"",
+                                 where, key)
+                       : ch_fail(err, errlen, CH_ECONFIG,
+                                 "unknown field \"%s\" at the top level", key);
     }
     (void)v;
     return 0;
@@ -103,8 +89,8 @@ static int get_uint(json_t *v, const char *where, const char *key, uint32_t lo,
 {
     if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)lo ||
         json_integer_value(v) > (json_int_t)hi)
-        return fail(err, errlen, CH_ECONFIG, "%s%s: expected an integer in [%u, %u]",
-                    where, key, lo, hi);
+        return ch_fail(err, errlen, CH_ECONFIG, "%s%s: expected an integer in [%u, %u]",
+                       where, key, lo, hi);
     *out = (uint32_t)json_integer_value(v);
     return 0;
 }
@@ -127,7 +113,7 @@ static int parse_node(json_t *n, size_t index, struct cluster_config *cfg, char 
     char where[32];
     snprintf(where, sizeof where, "nodes[%zu]", index);
     if (!json_is_object(n))
-        return fail(err, errlen, CH_ECONFIG, "%s: expected an object", where);
+        return ch_fail(err, errlen, CH_ECONFIG, "%s: expected an object", where);
     int rv = check_keys(n, keys, where, err, errlen);
     if (rv != 0)
         return rv;
@@ -135,20 +121,20 @@ static int parse_node(json_t *n, size_t index, struct cluster_config *cfg, char 
     struct cluster_node *node = &cfg->nodes[index];
     json_t *id = json_object_get(n, "id");
     if (id == NULL)
-        return fail(err, errlen, CH_ECONFIG, "%s.id: required", where);
+        return ch_fail(err, errlen, CH_ECONFIG, "%s.id: required", where);
     if ((rv = get_uint(id, where, ".id", 1, UINT32_MAX, &node->id, err, errlen)) != 0)
         return rv;
     for (size_t k = 0; k < index; k++)
         if (cfg->nodes[k].id == node->id)
-            return fail(err, errlen, CH_ECONFIG, "%s.id: %u is also the id of nodes[%zu]",
-                        where, node->id, k);
+            return ch_fail(err, errlen, CH_ECONFIG,
+                           "%s.id: %u is also the id of nodes[%zu]", where, node->id, k);
 
     struct cluster_addr *addrs[3] = {&node->raft, &node->client, &node->gateway};
     for (int i = 0; i < 3; i++) {
         json_t *v = json_object_get(n, roles[i]);
         if (!json_is_string(v) || cluster_addr_parse(json_string_value(v), addrs[i]) != 0)
-            return fail(err, errlen, CH_ECONFIG, "%s.%s: expected \"a.b.c.d:port\"",
-                        where, roles[i]);
+            return ch_fail(err, errlen, CH_ECONFIG, "%s.%s: expected \"a.b.c.d:port\"",
+                           where, roles[i]);
     }
     return 0;
 }
@@ -156,11 +142,11 @@ static int parse_node(json_t *n, size_t index, struct cluster_config *cfg, char 
 static int parse_nodes(json_t *arr, struct cluster_config *cfg, char *err, size_t errlen)
 {
     if (arr == NULL)
-        return fail(err, errlen, CH_ECONFIG, "nodes: required");
+        return ch_fail(err, errlen, CH_ECONFIG, "nodes: required");
     if (!json_is_array(arr) || json_array_size(arr) == 0 ||
         json_array_size(arr) > CLUSTER_MAX_NODES)
-        return fail(err, errlen, CH_ECONFIG, "nodes: expected an array of 1..%d nodes",
-                    CLUSTER_MAX_NODES);
+        return ch_fail(err, errlen, CH_ECONFIG, "nodes: expected an array of 1..%d nodes",
+                       CLUSTER_MAX_NODES);
     for (size_t i = 0; i < json_array_size(arr); i++) {
         int rv = parse_node(json_array_get(arr, i), i, cfg, err, errlen);
         if (rv != 0)
@@ -180,19 +166,22 @@ static int ports_overlap(const struct cluster_addr *a, uint32_t a_n,
 
 /*
  * Every listening address of every node must be distinct, where a node's raft
- * address stands for the S ports [raft.port, raft.port + S), one per shard.
- * Hosts compare as strings: two nodes on one machine must use the same spelling.
+ * address stands for the S + 1 ports [raft.port, raft.port + S]: one per shard and
+ * the last for the meta group.  Hosts compare as strings: two nodes on one machine
+ * must use the same spelling.
  */
 static int check_addresses(const struct cluster_config *cfg, char *err, size_t errlen)
 {
     static const char *const roles[] = {"raft", "client", "gateway"};
-    const uint32_t width[3] = {cfg->n_shards, 1, 1};
+    const uint32_t width[3] = {cfg->n_shards + 1, 1, 1};
     for (uint32_t i = 0; i < cfg->n_nodes; i++) {
         const struct cluster_node *a = &cfg->nodes[i];
-        if ((uint32_t)a->raft.port + cfg->n_shards - 1 > 65535)
-            return fail(err, errlen, CH_ECONFIG,
-                        "nodes[%u].raft: %u shards need ports %u..%u, beyond 65535", i,
-                        cfg->n_shards, a->raft.port, a->raft.port + cfg->n_shards - 1);
+        if ((uint32_t)a->raft.port + cfg->n_shards > 65535)
+            return ch_fail(
+                err, errlen, CH_ECONFIG,
+                "nodes[%u].raft: %u shards and the meta group need ports %u..%u, "
+                "beyond 65535",
+                i, cfg->n_shards, a->raft.port, a->raft.port + cfg->n_shards);
         const struct cluster_addr *aa[3] = {&a->raft, &a->client, &a->gateway};
         for (uint32_t j = i; j < cfg->n_nodes; j++) {
             const struct cluster_node *b = &cfg->nodes[j];
@@ -200,13 +189,14 @@ static int check_addresses(const struct cluster_config *cfg, char *err, size_t e
             for (int x = 0; x < 3; x++)
                 for (int y = i == j ? x + 1 : 0; y < 3; y++)
                     if (ports_overlap(aa[x], width[x], bb[y], width[y]))
-                        return fail(err, errlen, CH_ECONFIG,
-                                    "nodes[%u].%s and nodes[%u].%s: addresses overlap%s",
-                                    i, roles[x], j, roles[y],
-                                    x == 0 || y == 0
-                                        ? " (a raft address takes one port per "
-                                          "shard from its base)"
-                                        : "");
+                        return ch_fail(
+                            err, errlen, CH_ECONFIG,
+                            "nodes[%u].%s and nodes[%u].%s: addresses overlap%s", i,
+                            roles[x], j, roles[y],
+                            x == 0 || y == 0 ? " (a raft address takes one port per "
+                                               "shard from its base, plus one for the "
+                                               "meta group)"
+                                             : "");
         }
     }
     return 0;
@@ -231,7 +221,7 @@ static int parse_placement(json_t *p, struct cluster_config *cfg, char *err,
     const uint32_t S = cfg->n_shards, R = cfg->replication;
     uint32_t *replicas = calloc((size_t)S * R, sizeof *replicas);
     if (replicas == NULL)
-        return fail(err, errlen, CH_ENOMEM, "out of memory");
+        return ch_fail(err, errlen, CH_ENOMEM, "out of memory");
 
     /* Round-robin: shard s on nodes s, s+1, ..., s+R-1 (mod n) in config order. */
     if (p == NULL ||
@@ -245,8 +235,8 @@ static int parse_placement(json_t *p, struct cluster_config *cfg, char *err,
 
     int rv = 0;
     if (!json_is_object(p)) {
-        rv = fail(err, errlen, CH_ECONFIG,
-                  "placement: expected \"round-robin\" or an object of node id lists");
+        rv = ch_fail(err, errlen, CH_ECONFIG,
+                     "placement: expected \"round-robin\" or an object of node id lists");
         goto out;
     }
     const char *key;
@@ -255,14 +245,14 @@ static int parse_placement(json_t *p, struct cluster_config *cfg, char *err,
     {
         uint32_t s;
         if (shard_key(key, S, &s) != 0) {
-            rv = fail(err, errlen, CH_ECONFIG,
-                      "placement.\"%s\": not a shard number in 0..%u", key, S - 1);
+            rv = ch_fail(err, errlen, CH_ECONFIG,
+                         "placement.\"%s\": not a shard number in 0..%u", key, S - 1);
             goto out;
         }
         if (!json_is_array(list) || json_array_size(list) != R) {
-            rv = fail(err, errlen, CH_ECONFIG,
-                      "placement.%u: expected an array of %u node ids (replication)", s,
-                      R);
+            rv = ch_fail(err, errlen, CH_ECONFIG,
+                         "placement.%u: expected an array of %u node ids (replication)",
+                         s, R);
             goto out;
         }
         for (uint32_t i = 0; i < R; i++) {
@@ -270,16 +260,17 @@ static int parse_placement(json_t *p, struct cluster_config *cfg, char *err,
             json_int_t v = json_is_integer(id) ? json_integer_value(id) : 0;
             if (v <= 0 || v > (json_int_t)UINT32_MAX ||
                 cluster_node_by_id(cfg, (uint32_t)v) == NULL) {
-                rv = fail(err, errlen, CH_ECONFIG,
-                          "placement.%u[%u]: not the id of a node in \"nodes\"", s, i);
+                rv = ch_fail(err, errlen, CH_ECONFIG,
+                             "placement.%u[%u]: not the id of a node in \"nodes\"", s, i);
                 goto out;
             }
             for (uint32_t k = 0; k < i; k++)
                 if (replicas[s * R + k] == (uint32_t)v) {
-                    rv = fail(err, errlen, CH_ECONFIG,
-                              "placement.%u: node %u listed twice (replicas must be on "
-                              "distinct nodes)",
-                              s, (uint32_t)v);
+                    rv =
+                        ch_fail(err, errlen, CH_ECONFIG,
+                                "placement.%u: node %u listed twice (replicas must be on "
+                                "distinct nodes)",
+                                s, (uint32_t)v);
                     goto out;
                 }
             replicas[s * R + i] = (uint32_t)v;
@@ -289,9 +280,9 @@ static int parse_placement(json_t *p, struct cluster_config *cfg, char *err,
      * shows up as an unfilled first replica. */
     for (uint32_t s = 0; s < S; s++)
         if (replicas[s * R] == 0) {
-            rv = fail(err, errlen, CH_ECONFIG,
-                      "placement.%u: missing (every shard 0..%u needs its replicas)", s,
-                      S - 1);
+            rv = ch_fail(err, errlen, CH_ECONFIG,
+                         "placement.%u: missing (every shard 0..%u needs its replicas)",
+                         s, S - 1);
             goto out;
         }
 out:
@@ -318,7 +309,7 @@ static int parse_raft(json_t *raft, struct cluster_raft_tuning *t, char *err,
     int rv;
     if (raft != NULL) {
         if (!json_is_object(raft))
-            return fail(err, errlen, CH_ECONFIG, "raft: expected an object");
+            return ch_fail(err, errlen, CH_ECONFIG, "raft: expected an object");
         if ((rv = check_keys(raft, keys, "raft", err, errlen)) != 0 ||
             (rv = get_opt_uint(raft, "raft.", "election_timeout_ms", 50, 600000,
                                &t->election_timeout_ms, err, errlen)) != 0 ||
@@ -336,18 +327,18 @@ static int parse_raft(json_t *raft, struct cluster_raft_tuning *t, char *err,
         json_t *pv = json_object_get(raft, "pre_vote");
         if (pv != NULL) {
             if (!json_is_boolean(pv))
-                return fail(err, errlen, CH_ECONFIG,
-                            "raft.pre_vote: expected true or false");
+                return ch_fail(err, errlen, CH_ECONFIG,
+                               "raft.pre_vote: expected true or false");
             t->pre_vote = json_is_true(pv);
         }
     }
     /* A leader that heartbeats less often than followers time out loses leadership
      * even on a healthy network. */
     if (t->heartbeat_timeout_ms >= t->election_timeout_ms)
-        return fail(err, errlen, CH_ECONFIG,
-                    "raft.heartbeat_timeout_ms (%u) must be below "
-                    "raft.election_timeout_ms (%u)",
-                    t->heartbeat_timeout_ms, t->election_timeout_ms);
+        return ch_fail(err, errlen, CH_ECONFIG,
+                       "raft.heartbeat_timeout_ms (%u) must be below "
+                       "raft.election_timeout_ms (%u)",
+                       t->heartbeat_timeout_ms, t->election_timeout_ms);
     return 0;
 }
 
@@ -357,7 +348,7 @@ static int parse_limits(json_t *limits, struct clog_limits *l, char *err, size_t
     if (limits == NULL)
         return 0;
     if (!json_is_object(limits))
-        return fail(err, errlen, CH_ECONFIG, "limits: expected an object");
+        return ch_fail(err, errlen, CH_ECONFIG, "limits: expected an object");
     int rv;
     if ((rv = check_keys(limits, keys, "limits", err, errlen)) != 0 ||
         (rv = get_opt_uint(limits, "limits.", "max_body", 1, CLOG_MAX_BODY, &l->max_body,
@@ -376,7 +367,7 @@ static int parse_auth(json_t *auth, struct cluster_auth *a, char *err, size_t er
     if (auth == NULL)
         return 0;
     if (!json_is_object(auth))
-        return fail(err, errlen, CH_ECONFIG, "auth: expected an object");
+        return ch_fail(err, errlen, CH_ECONFIG, "auth: expected an object");
     int rv;
     if ((rv = check_keys(auth, keys, "auth", err, errlen)) != 0 ||
         (rv = get_opt_uint(auth, "auth.", "token_ttl_s", 10, 366u * 86400,
@@ -388,9 +379,9 @@ static int parse_auth(json_t *auth, struct cluster_auth *a, char *err, size_t er
     if (secret != NULL) {
         if (!json_is_string(secret) || json_string_length(secret) < 16 ||
             json_string_length(secret) >= sizeof a->secret)
-            return fail(err, errlen, CH_ECONFIG,
-                        "auth.secret: expected a string of 16..%zu characters",
-                        sizeof a->secret - 1);
+            return ch_fail(err, errlen, CH_ECONFIG,
+                           "auth.secret: expected a string of 16..%zu characters",
+                           sizeof a->secret - 1);
         snprintf(a->secret, sizeof a->secret, "%s", json_string_value(secret));
     }
     return 0;
@@ -402,13 +393,14 @@ static int parse_admin(json_t *admin, struct cluster_admin *a, char *err, size_t
     if (admin == NULL)
         return 0;
     if (!json_is_object(admin))
-        return fail(err, errlen, CH_ECONFIG, "admin: expected an object");
+        return ch_fail(err, errlen, CH_ECONFIG, "admin: expected an object");
     int rv = check_keys(admin, keys, "admin", err, errlen);
     if (rv != 0)
         return rv;
     json_t *token = json_object_get(admin, "token");
     if (token == NULL)
-        return fail(err, errlen, CH_ECONFIG, "admin.token: required in an admin section");
+        return ch_fail(err, errlen, CH_ECONFIG,
+                       "admin.token: required in an admin section");
     /* It travels in an HTTP header: printable ASCII without spaces only. */
     const char *t = json_string_value(token);
     int printable = t != NULL;
@@ -416,10 +408,10 @@ static int parse_admin(json_t *admin, struct cluster_admin *a, char *err, size_t
         printable = *p > ' ' && *p < 127;
     if (!json_is_string(token) || json_string_length(token) < 16 ||
         json_string_length(token) >= sizeof a->token || !printable)
-        return fail(err, errlen, CH_ECONFIG,
-                    "admin.token: expected a string of 16..%zu printable characters "
-                    "without spaces",
-                    sizeof a->token - 1);
+        return ch_fail(err, errlen, CH_ECONFIG,
+                       "admin.token: expected a string of 16..%zu printable characters "
+                       "without spaces",
+                       sizeof a->token - 1);
     snprintf(a->token, sizeof a->token, "%s", t);
     return 0;
 }
@@ -435,7 +427,7 @@ static int parse_gateway(json_t *gw, struct cluster_gateway_tuning *g, char *err
     if (gw == NULL)
         return 0;
     if (!json_is_object(gw))
-        return fail(err, errlen, CH_ECONFIG, "gateway: expected an object");
+        return ch_fail(err, errlen, CH_ECONFIG, "gateway: expected an object");
     int rv;
     if ((rv = check_keys(gw, keys, "gateway", err, errlen)) != 0 ||
         (rv = get_opt_uint(gw, "gateway.", "max_frame", 1024, 64u << 20, &g->max_frame,
@@ -451,7 +443,7 @@ static int parse_gateway(json_t *gw, struct cluster_gateway_tuning *g, char *err
     if (rate == NULL)
         return 0;
     if (!json_is_object(rate))
-        return fail(err, errlen, CH_ECONFIG, "gateway.rate: expected an object");
+        return ch_fail(err, errlen, CH_ECONFIG, "gateway.rate: expected an object");
     struct cluster_rate *r = &g->rate;
     if ((rv = check_keys(rate, rate_keys, "gateway.rate", err, errlen)) != 0 ||
         (rv = get_opt_uint(rate, "gateway.rate.", "send_per_s", 1, 1000000, &r->send_per_s,
@@ -470,31 +462,72 @@ static int parse_gateway(json_t *gw, struct cluster_gateway_tuning *g, char *err
     return 0;
 }
 
+/* ---- meta group ------------------------------------------------------------------- */
+
+/*
+ * "meta": the voters of the meta group, an odd number of distinct known node ids
+ * (Raft needs a majority; an even count only adds a voter that can be lost).
+ * Default: the first three nodes in file order, all of them in smaller clusters,
+ * except that two nodes get one voter, not two.
+ */
+static int parse_meta(json_t *meta, struct cluster_config *cfg, char *err, size_t errlen)
+{
+    if (meta == NULL) {
+        cfg->n_meta = cfg->n_nodes < 3 ? 1 : 3;
+        for (uint32_t i = 0; i < cfg->n_meta; i++)
+            cfg->meta[i] = cfg->nodes[i].id;
+        return 0;
+    }
+    size_t n = json_is_array(meta) ? json_array_size(meta) : 0;
+    if (n == 0 || n > CLUSTER_MAX_REPLICATION || n % 2 == 0)
+        return ch_fail(err, errlen, CH_ECONFIG,
+                       "meta: expected an array of an odd number (1..%d) of node ids",
+                       CLUSTER_MAX_REPLICATION);
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(meta, i);
+        uint32_t id;
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > UINT32_MAX ||
+            cluster_node_by_id(cfg, id = (uint32_t)json_integer_value(v)) == NULL)
+            return ch_fail(err, errlen, CH_ECONFIG,
+                           "meta[%zu]: expected the id of a node", i);
+        for (size_t k = 0; k < i; k++)
+            if (cfg->meta[k] == id)
+                return ch_fail(err, errlen, CH_ECONFIG,
+                               "meta[%zu]: node %u is listed twice", i, id);
+        cfg->meta[i] = id;
+    }
+    cfg->n_meta = (uint32_t)n;
+    return 0;
+}
+
 static int parse_name(json_t *name, struct cluster_config *cfg, char *err, size_t errlen)
 {
     if (name == NULL)
-        return fail(err, errlen, CH_ECONFIG, "name: required");
+        return ch_fail(err, errlen, CH_ECONFIG, "name: required");
     if (!json_is_string(name) || json_string_length(name) == 0 ||
         json_string_length(name) >= sizeof cfg->name)
-        return fail(err, errlen, CH_ECONFIG,
-                    "name: expected a string of 1..%zu characters", sizeof cfg->name - 1);
+        return ch_fail(err, errlen, CH_ECONFIG,
+                       "name: expected a string of 1..%zu characters",
+                       sizeof cfg->name - 1);
     /* The name ends up in paths and metric labels: keep it to a safe alphabet. */
     for (const char *p = json_string_value(name); *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
               (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
-            return fail(err, errlen, CH_ECONFIG,
-                        "name: only letters, digits, '-', '_' and '.' are allowed");
+            return ch_fail(err, errlen, CH_ECONFIG,
+                           "name: only letters, digits, '-', '_' and '.' are allowed");
     snprintf(cfg->name, sizeof cfg->name, "%s", json_string_value(name));
     return 0;
 }
 
 static int parse_root(json_t *root, struct cluster_config *cfg, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"name",   "shards", "replication", "nodes",
-                                       "placement", "raft", "limits",   "auth",
-                                       "gateway", "admin", NULL};
+    static const char *const keys[] = {"name",      "shards", "replication", "nodes",
+                                       "placement", "raft",   "limits",      "auth",
+                                       "gateway",   "admin",  "meta",        NULL};
     if (!json_is_object(root))
-        return fail(err, errlen, CH_ECONFIG, "expected a JSON object at the top level");
+        return ch_fail(err, errlen, CH_ECONFIG,
+                       "expected a JSON object at the top level");
     int rv;
     if ((rv = check_keys(root, keys, "", err, errlen)) != 0 ||
         (rv = parse_name(json_object_get(root, "name"), cfg, err, errlen)) != 0 ||
@@ -503,8 +536,8 @@ static int parse_root(json_t *root, struct cluster_config *cfg, char *err, size_
 
     json_t *shards = json_object_get(root, "shards");
     if (shards == NULL)
-        return fail(err, errlen, CH_ECONFIG, "shards: required (1..%d)",
-                    CLUSTER_MAX_SHARDS);
+        return ch_fail(err, errlen, CH_ECONFIG, "shards: required (1..%d)",
+                       CLUSTER_MAX_SHARDS);
     if ((rv = get_uint(shards, "", "shards", 1, CLUSTER_MAX_SHARDS, &cfg->n_shards, err,
                        errlen)) != 0)
         return rv;
@@ -516,10 +549,11 @@ static int parse_root(json_t *root, struct cluster_config *cfg, char *err, size_
     json_t *replication = json_object_get(root, "replication");
     if (replication != NULL && get_uint(replication, "", "replication", 1, r_max,
                                         &cfg->replication, NULL, 0) != 0)
-        return fail(err, errlen, CH_ECONFIG,
-                    "replication: expected an integer in [1, %u] (at most the number of "
-                    "nodes, %u, and at most %d)",
-                    r_max, cfg->n_nodes, CLUSTER_MAX_REPLICATION);
+        return ch_fail(
+            err, errlen, CH_ECONFIG,
+            "replication: expected an integer in [1, %u] (at most the number of "
+            "nodes, %u, and at most %d)",
+            r_max, cfg->n_nodes, CLUSTER_MAX_REPLICATION);
 
     json_t *raft = json_object_get(root, "raft");
     json_t *limits = json_object_get(root, "limits");
@@ -529,7 +563,9 @@ static int parse_root(json_t *root, struct cluster_config *cfg, char *err, size_
         (rv = parse_auth(json_object_get(root, "auth"), &cfg->auth, err, errlen)) != 0 ||
         (rv = parse_gateway(json_object_get(root, "gateway"), &cfg->gateway, err,
                             errlen)) != 0 ||
-        (rv = parse_admin(json_object_get(root, "admin"), &cfg->admin, err, errlen)) != 0)
+        (rv = parse_admin(json_object_get(root, "admin"), &cfg->admin, err, errlen)) !=
+            0 ||
+        (rv = parse_meta(json_object_get(root, "meta"), cfg, err, errlen)) != 0)
         return rv;
     return parse_placement(json_object_get(root, "placement"), cfg, err, errlen);
 }
@@ -559,8 +595,8 @@ int cluster_config_parse(const char *json, size_t len, struct cluster_config *cf
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
-        return fail(err, errlen, CH_ECONFIG, "invalid JSON at line %d column %d: %s",
-                    jerr.line, jerr.column, jerr.text);
+        return ch_fail(err, errlen, CH_ECONFIG, "invalid JSON at line %d column %d: %s",
+                       jerr.line, jerr.column, jerr.text);
     int rv = parse_root(root, cfg, err, errlen);
     json_decref(root);
     if (rv != 0)
@@ -573,22 +609,22 @@ int cluster_config_load(const char *path, struct cluster_config *cfg, char *err,
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL)
-        return fail(err, errlen, CH_EIO, "%s: %s", path, strerror(errno));
+        return ch_fail(err, errlen, CH_EIO, "%s: %s", path, strerror(errno));
     /* One byte more than the limit tells "too large" from "exactly the limit". */
     char *buf = malloc(CONFIG_MAX_FILE + 1);
     if (buf == NULL) {
         fclose(f);
-        return fail(err, errlen, CH_ENOMEM, "out of memory");
+        return ch_fail(err, errlen, CH_ENOMEM, "out of memory");
     }
     size_t len = fread(buf, 1, CONFIG_MAX_FILE + 1, f);
     int bad = ferror(f);
     fclose(f);
     int rv;
     if (bad)
-        rv = fail(err, errlen, CH_EIO, "%s: read error", path);
+        rv = ch_fail(err, errlen, CH_EIO, "%s: read error", path);
     else if (len > CONFIG_MAX_FILE)
-        rv = fail(err, errlen, CH_ECONFIG, "%s: larger than %u bytes", path,
-                  CONFIG_MAX_FILE);
+        rv = ch_fail(err, errlen, CH_ECONFIG, "%s: larger than %u bytes", path,
+                     CONFIG_MAX_FILE);
     else
         rv = cluster_config_parse(buf, len, cfg, err, errlen);
     free(buf);
@@ -648,4 +684,18 @@ void cluster_raft_address(const struct cluster_node *node, uint32_t shard, char 
                           size_t len)
 {
     snprintf(buf, len, "%s:%u", node->raft.host, (unsigned)node->raft.port + shard);
+}
+
+int cluster_node_is_meta(const struct cluster_config *cfg, uint32_t id)
+{
+    for (uint32_t i = 0; i < cfg->n_meta; i++)
+        if (id != 0 && cfg->meta[i] == id)
+            return 1;
+    return 0;
+}
+
+void cluster_meta_address(const struct cluster_node *node, uint32_t n_shards, char *buf,
+                          size_t len)
+{
+    snprintf(buf, len, "%s:%u", node->raft.host, (unsigned)node->raft.port + n_shards);
 }

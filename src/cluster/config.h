@@ -19,8 +19,9 @@ struct cluster_addr {
 };
 
 /*
- * One node.  Shard s's Raft group listens on raft.host:(raft.port + s), so a node
- * uses the ports [raft.port, raft.port + shards).  `client` serves the store RPC,
+ * One node.  Shard s's Raft group listens on raft.host:(raft.port + s) and the meta
+ * group on raft.port + shards, so a node uses the ports [raft.port, raft.port +
+ * shards].  `client` serves the store RPC,
  * `gateway` the WebSocket/HTTP API (used once the gateway role exists).
  */
 struct cluster_node {
@@ -80,6 +81,12 @@ struct cluster_config {
     struct cluster_auth auth;
     struct cluster_gateway_tuning gateway;
     struct cluster_admin admin;
+    /* Voters of the meta group (the replicated placement map, placement.h):
+     * "meta": [ids], an odd count; default the first min(3, nodes) nodes in file
+     * order, but 1 of 2 nodes (an odd number of voters).  The meta group listens
+     * on raft.host:(raft.port + shards). */
+    uint32_t n_meta;
+    uint32_t meta[CLUSTER_MAX_REPLICATION];
 };
 
 /*
@@ -92,7 +99,8 @@ struct cluster_config {
  *     "limits": { "max_body": 65536, "max_members": 100000 },   (optional)
  *     "auth": { "secret": "...", "token_ttl_s": 86400 },         (gateway role)
  *     "gateway": { "max_frame": 98304, "rate": { "send_per_s": 50 } },  (optional)
- *     "admin": { "token": "..." } }          (optional: protects /metrics, 16+ chars)
+ *     "admin": { "token": "..." },          (optional: protects /metrics, 16+ chars)
+ *     "meta": [1, 2, 3] }                  (optional: meta group voters, odd count)
  * Validates everything (unique ids and addresses, port ranges that fit S shards,
  * R <= nodes, placements of R distinct known nodes, heartbeat < election).  On
  * error returns CH_ECONFIG (or CH_ENOMEM) and writes a message naming the field
@@ -123,6 +131,13 @@ uint32_t cluster_shard_of_cmd(const struct clog_cmd *cmd, uint32_t n_shards);
 
 /* The Raft address of node's replica of shard s, "host:port", into buf. */
 void cluster_raft_address(const struct cluster_node *node, uint32_t shard, char *buf,
+                          size_t len);
+
+/* Is node `id` a voter of the meta group? */
+int cluster_node_is_meta(const struct cluster_config *cfg, uint32_t id);
+
+/* The Raft address of node's replica of the meta group ("host:port + shards"). */
+void cluster_meta_address(const struct cluster_node *node, uint32_t n_shards, char *buf,
                           size_t len);
 
 /* Parses "a.b.c.d:port" strictly; 0 or CH_ECONFIG. */

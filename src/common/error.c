@@ -1,5 +1,8 @@
 #include "error.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 static const char *const messages[] = {
 #define CH__ERR_MSG(name, code, msg) msg,
     CH_ERRORS(CH__ERR_MSG)
@@ -37,4 +40,15 @@ const char *ch_errname(int err)
     if (err < 0 || err >= CH__ERR_COUNT)
         return "CH_E?";
     return names[err];
+}
+
+int ch_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
 }

@@ -2,6 +2,8 @@
 #ifndef CHORUS_ERROR_H
 #define CHORUS_ERROR_H
 
+#include <stddef.h>
+
 /*
  * X(name, wire code, message).  The wire code is the stable string clients and
  * tools see (docs/protocol.md); several internal errors may share one wire code.
@@ -52,6 +54,11 @@ const char *ch_strerror(int err);
 
 /* Stable wire code ("not_found", "bad_request", ...) for an error code. */
 const char *ch_errcode(int err);
+
+/* Formats a message into err (when err is not NULL and errlen > 0) and returns
+ * code: the one way modules report an error with its explanation. */
+int ch_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* Symbolic name ("CH_ENOTFOUND") for logs and tests. */
 const char *ch_errname(int err);

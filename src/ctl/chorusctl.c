@@ -14,26 +14,42 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../cluster/placement.h"
 #include "../common/error.h"
 #include "../raft-log/clog_event.h"
 #include "client.h"
 #include "ctl.h"
 
 static const char *const usage_text =
-    "usage: chorusctl [--config FILE | --dir DIR] [--json] COMMAND ...\n"
+    "usage: chorusctl [--config FILE | --dir DIR] [--json] [--token T] COMMAND ...\n"
     "\n"
     "cluster\n"
     "  status [--digest]                  nodes, shards, leaders, terms, indexes, lag\n"
     "  local up [-n 1|3] [--bin CHORUSD]  start a local cluster in DIR (background)\n"
     "  local down                         stop it\n"
     "  local stop NODE [--kill]           stop one node (SIGTERM, or SIGKILL)\n"
-    "  local start NODE                   start one node again\n"
-    "  leader transfer SHARD [--to NODE]  move a shard's leadership (to NODE, a replica;\n"
-    "                                     else Raft picks), prints old -> new and the time\n"
+    "  local start NODE [--join]          start one node again (--join: a node new to\n"
+    "                                     the cluster, e.g. after `node add`)\n"
+    "  leader transfer SHARD [--to NODE]  move a shard's leadership (to NODE, a "
+    "replica;\n"
+    "                                     else Raft picks), prints old -> new and the "
+    "time\n"
     "  leader balance [--dry-run]         spread leaders evenly over the up nodes, one\n"
-    "                                     transfer at a time (--dry-run: print the plan)\n"
+    "                                     transfer at a time (--dry-run: print the "
+    "plan)\n"
     "  config validate FILE               check a cluster config as chorusd would (no\n"
     "                                     cluster needed): nodes, shards, replicas\n"
+    "  shard move SHARD --from A --to B   move one replica (add, catch up, promote,\n"
+    "                                     remove; progress bar; Ctrl-C aborts safely)\n"
+    "  shard move SHARD --abort           undo an interrupted move\n"
+    "  node list                          nodes in the placement map, states, replicas\n"
+    "  node add ID [--raft A --client A --gateway A]  register a node (then start it\n"
+    "                                     with chorusd --join)\n"
+    "  node drain ID                      no leaders, no new replicas on ID\n"
+    "  node remove ID                     move every replica off ID, then remove it\n"
+    "admin commands send --token, else $CHORUS_ADMIN_TOKEN, else the config's\n"
+    "admin.token.  Exit status: 0 ok, 1 failed (status: a node down or a shard\n"
+    "without leader), 2 usage or config error\n"
     "conversations\n"
     "  conv create CONV --actor U (--group NAME | --direct) --members a,b,...\n"
     "  conv get CONV [--stale] [--node N]\n"
@@ -47,8 +63,10 @@ static const char *const usage_text =
     "  history CONV [--after N] [--before N] [--limit N] [--node N --stale]\n"
     "users\n"
     "  user add USER (--password-stdin | --password P) [--display-name N]\n"
-    "                                     create a login (scrypt with auth.scrypt_log2_n;\n"
-    "                                     prefer --password-stdin: argv is visible in ps)\n"
+    "                                     create a login (scrypt with "
+    "auth.scrypt_log2_n;\n"
+    "                                     prefer --password-stdin: argv is visible in "
+    "ps)\n"
     "  user disable USER                  refuse the user's logins (forbidden)\n"
     "  user enable USER                   allow them again\n"
     "debugging\n"
@@ -56,7 +74,15 @@ static const char *const usage_text =
     "             [--seed S] [--out FILE]\n"
     "  debug digest                       replica digests per shard, compared\n"
     "  debug subscribe SHARD [--node N] [--from INDEX] [--entries N] [--timeout MS]\n"
-    "                                     follow a shard's committed stream (JSON lines)\n";
+    "                                     follow a shard's committed stream (JSON "
+    "lines)\n";
+
+static const char *admin_token_override;
+
+const char *ctl_admin_token(const struct cluster_config *cfg)
+{
+    return admin_token_override != NULL ? admin_token_override : cfg->admin.token;
+}
 
 int ctl_load_config(const struct ctl_env *env, struct cluster_config *cfg)
 {
@@ -66,6 +92,8 @@ int ctl_load_config(const struct ctl_env *env, struct cluster_config *cfg)
         fprintf(stderr, "chorusctl: config %s: %s\n", env->config_path, err);
         return CTL_USAGE;
     }
+    /* The config's placement is only the seed: the cluster's map is in the meta group. */
+    ctl_sync_placement(cfg);
     return 0;
 }
 
@@ -550,13 +578,22 @@ static json_t *collect_status(const struct cluster_config *cfg, int digest)
     uint64_t *leader_commit = calloc(cfg->n_shards, sizeof *leader_commit);
     for (uint32_t s = 0; s < cfg->n_shards; s++)
         per_shard[s] = json_array();
+    struct placement map;
+    int have_map = ctl_fetch_placement(cfg, &map) == 0;
     for (uint32_t i = 0; i < cfg->n_nodes; i++) {
         const struct cluster_node *nd = &cfg->nodes[i];
+        const struct placement_node *pn = have_map ? placement_node(&map, nd->id) : NULL;
         char addr[96];
         snprintf(addr, sizeof addr, "%s:%u", nd->client.host, nd->client.port);
         json_t *nj = json_object();
         json_object_set_new(nj, "id", json_integer(nd->id));
         json_object_set_new(nj, "client", json_string(addr));
+        json_object_set_new(nj, "state",
+                            json_string(pn == NULL                           ? "unknown"
+                                        : pn->state == PLACEMENT_NODE_ACTIVE ? "active"
+                                        : pn->state == PLACEMENT_NODE_DRAINING
+                                            ? "draining"
+                                            : "removed"));
         struct ch_wbuf f;
         ch_wbuf_init(&f);
         uint64_t id = cc_req_id(&c);
@@ -576,6 +613,7 @@ static json_t *collect_status(const struct cluster_config *cfg, int digest)
         if (up) {
             json_object_set_new(nj, "uptime_ms", json_integer((json_int_t)sr.uptime_ms));
             json_object_set_new(nj, "version", str_json(sr.version));
+            json_object_set_new(nj, "connections", json_integer(sr.gw_connections));
             for (uint32_t k = 0; k < sr.n_shards; k++) {
                 struct proto_shard_status ss;
                 if (proto_get_shard_status(&body, &ss) != 0 || ss.shard >= cfg->n_shards)
@@ -597,14 +635,17 @@ static json_t *collect_status(const struct cluster_config *cfg, int digest)
                     snprintf(hex, sizeof hex, "%016" PRIx64, ss.digest);
                     json_object_set_new(rj, "digest", json_string(hex));
                 }
-                json_t *members = json_array();
+                json_t *members = json_array(), *standbys = json_array();
                 for (uint32_t x = 0; x < ss.n_replicas; x++) {
                     struct proto_replica rep;
                     if (proto_get_replica(&body, &rep) != 0)
                         break;
-                    json_array_append_new(members, json_integer(rep.node_id));
+                    json_array_append_new(
+                        rep.raft_role == PROTO_RAFT_ROLE_VOTER ? members : standbys,
+                        json_integer(rep.node_id));
                 }
                 json_object_set_new(rj, "members", members);
+                json_object_set_new(rj, "standbys", standbys);
                 json_array_append_new(per_shard[ss.shard], rj);
                 if (ss.role == PROTO_ROLE_LEADER && ss.term >= best_term[ss.shard]) {
                     best_term[ss.shard] = ss.term;
@@ -642,6 +683,12 @@ static json_t *collect_status(const struct cluster_config *cfg, int digest)
             json_array_append_new(expected,
                                   json_integer(cfg->replicas[s * cfg->replication + i]));
         json_object_set_new(sj, "placement", expected);
+        if (have_map && map.moves[s].to != 0) {
+            json_t *mv = json_object();
+            json_object_set_new(mv, "from", json_integer(map.moves[s].from));
+            json_object_set_new(mv, "to", json_integer(map.moves[s].to));
+            json_object_set_new(sj, "moving", mv);
+        }
         json_object_set_new(sj, "replicas", per_shard[s]);
         json_array_append_new(shards, sj);
     }
@@ -652,6 +699,9 @@ static json_t *collect_status(const struct cluster_config *cfg, int digest)
     cc_close(&c);
     json_t *out = json_object();
     json_object_set_new(out, "cluster", json_string(cfg->name));
+    json_object_set_new(out, "placement_version",
+                        have_map ? json_integer((json_int_t)map.version) : json_null());
+    placement_free(&map);
     json_object_set_new(out, "nodes", nodes);
     json_object_set_new(out, "shards", shards);
     return out;
@@ -685,14 +735,16 @@ static int cmd_status(const struct ctl_env *env, int argc, char **argv)
         json_object_get(n, "up"));
     json_array_foreach(json_object_get(st, "shards"), i, s) leaderless +=
         json_is_null(json_object_get(s, "leader"));
+    /* healthy: every node answers and every shard has a leader */
+    int code = down || leaderless ? CTL_FAILED : CTL_OK;
     if (env->json) {
         print_json(st);
         cluster_config_free(&cfg);
-        return 0;
+        return code;
     }
     printf("cluster %s: %u nodes (%d down), %u shards x %u replicas, %d without leader\n\n",
            cfg.name, cfg.n_nodes, down, cfg.n_shards, cfg.replication, leaderless);
-    printf("NODE  ADDRESS                UP    UPTIME     VERSION\n");
+    printf("NODE  ADDRESS                UP    STATE     UPTIME     CONNS   VERSION\n");
     json_array_foreach(json_object_get(st, "nodes"), i, n)
     {
         int up = json_is_true(json_object_get(n, "up"));
@@ -700,8 +752,14 @@ static int cmd_status(const struct ctl_env *env, int argc, char **argv)
         if (up)
             snprintf(uptime, sizeof uptime, "%.1fs",
                      (double)json_integer_value(json_object_get(n, "uptime_ms")) / 1000.0);
-        printf("%-5lld %-22s %-5s %-10s %s\n", json_integer_value(json_object_get(n, "id")),
-               json_string_value(json_object_get(n, "client")), up ? "up" : "DOWN", uptime,
+        char conns[24] = "-";
+        if (up)
+            snprintf(conns, sizeof conns, "%lld",
+                     json_integer_value(json_object_get(n, "connections")));
+        printf("%-5lld %-22s %-5s %-9s %-10s %-7s %s\n",
+               json_integer_value(json_object_get(n, "id")),
+               json_string_value(json_object_get(n, "client")), up ? "up" : "DOWN",
+               json_string_value(json_object_get(n, "state")), uptime, conns,
                up ? json_string_value(json_object_get(n, "version")) : "-");
     }
     printf("\nSHARD LEADER TERM   REPLICAS (node:role commit/applied lag%s)\n",
@@ -716,6 +774,10 @@ static int cmd_status(const struct ctl_env *env, int argc, char **argv)
                json_integer_value(json_object_get(s, "term")));
         size_t k;
         json_t *r;
+        json_t *mv = json_object_get(s, "moving");
+        if (mv)
+            printf(" moving %lld->%lld", json_integer_value(json_object_get(mv, "from")),
+                   json_integer_value(json_object_get(mv, "to")));
         json_array_foreach(json_object_get(s, "replicas"), k, r)
         {
             const char *role = json_string_value(json_object_get(r, "role"));
@@ -734,7 +796,7 @@ static int cmd_status(const struct ctl_env *env, int argc, char **argv)
     }
     json_decref(st);
     cluster_config_free(&cfg);
-    return 0;
+    return code;
 }
 
 /* debug digest: replicas at the same applied index must have the same digest. */
@@ -916,6 +978,8 @@ int main(int argc, char **argv)
             dir = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
             env.json = 1;
+        else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc)
+            admin_token_override = argv[++i];
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage_text, stdout);
             return 0;
@@ -923,6 +987,8 @@ int main(int argc, char **argv)
             argv[++n] = argv[i];
     }
     argc = n + 1;
+    if (admin_token_override == NULL)
+        admin_token_override = getenv("CHORUS_ADMIN_TOKEN");
     if (dir == NULL)
         dir = getenv("CHORUS_HOME");
     if (dir == NULL)
@@ -948,6 +1014,10 @@ int main(int argc, char **argv)
         return cmd_status(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "leader") == 0)
         return ctl_leader(&env, argc - 2, argv + 2);
+    if (strcmp(cmd, "shard") == 0)
+        return ctl_shard(&env, argc - 2, argv + 2);
+    if (strcmp(cmd, "node") == 0)
+        return ctl_node(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "config") == 0)
         return ctl_config(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "user") == 0)

@@ -46,7 +46,7 @@ int cc_init(struct cc *c, const struct cluster_config *cfg)
     c->deadline_ms = 10000;
     for (int i = 0; i < CLUSTER_MAX_NODES; i++)
         c->conns[i].fd = -1;
-    c->leader = calloc(cfg->n_shards, sizeof *c->leader);
+    c->leader = calloc(cfg->n_shards + 1, sizeof *c->leader); /* + the meta group */
     ch_wbuf_init(&c->frame);
     return c->leader ? 0 : CH_ENOMEM;
 }
@@ -273,6 +273,8 @@ static uint32_t pick_node(struct cc *c, uint32_t shard, unsigned attempt)
 {
     if (c->leader[shard] != 0 && attempt % 4 != 3)
         return c->leader[shard];
+    if (shard == c->cfg->n_shards) /* the meta group */
+        return c->cfg->meta[attempt % c->cfg->n_meta];
     uint32_t R = c->cfg->replication;
     return c->cfg->replicas[shard * R + attempt % R];
 }

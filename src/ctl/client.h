@@ -74,8 +74,9 @@ int cc_submit(struct cc *c, const struct clog_cmd *cmds, uint32_t n,
 /*
  * Sends a request frame (its request id is overwritten for every attempt) to the
  * leader of `shard`, routed and retried like cc_submit, or only to `node` when it
- * is non-zero.  Returns 0 with the reply in *r, the err of an ERROR reply (the
- * reply is still in *r), or CH_EUNAVAILABLE.
+ * is non-zero (shard cfg->n_shards: the meta group's leader).  Returns 0 with
+ * the reply in *r, the err of an ERROR reply (the reply is still in *r), or
+ * CH_EUNAVAILABLE.
  */
 int cc_route_call(struct cc *c, struct ch_wbuf *frame, uint32_t shard, uint32_t node,
                   struct cc_reply *r);

@@ -32,6 +32,24 @@ int ctl_config(struct ctl_env *env, int argc, char **argv);
 int ctl_conv_inspect(struct ctl_env *env, int argc, char **argv);
 int ctl_user(struct ctl_env *env, int argc, char **argv);
 
+/* `shard move`, `node list|add|drain|remove` (move.c) */
+int ctl_shard(struct ctl_env *env, int argc, char **argv);
+int ctl_node(struct ctl_env *env, int argc, char **argv);
+
+/* Replaces cfg's placement (and adds nodes) with the meta group's map, read from
+ * any node that answers: 0, or an error (cfg unchanged; the static placement is
+ * then all chorusctl knows). */
+int ctl_sync_placement(struct cluster_config *cfg);
+
+/* The newest map any node knows (stale read): 0, or CH_EUNAVAILABLE when no node
+ * answers with one (*out is then empty; placement_free it either way). */
+struct placement;
+int ctl_fetch_placement(const struct cluster_config *cfg, struct placement *out);
+
+/* The admin token for admin RPCs: --token, else $CHORUS_ADMIN_TOKEN, else the
+ * config's admin.token. */
+const char *ctl_admin_token(const struct cluster_config *cfg);
+
 /* Asks every node for its status: {cluster, nodes: [{id, up, ...}] in config order,
  * shards: [{id, leader (null if none), term, placement, replicas}]}.  The caller
  * owns the result (json_decref). */

@@ -45,7 +45,9 @@ static int transfer_call(struct cc *c, uint32_t shard, uint32_t from, uint32_t t
         struct ch_wbuf f;
         ch_wbuf_init(&f);
         uint64_t id = cc_req_id(c);
-        struct proto_transfer m = {.shard = shard, .to_node = to};
+        struct proto_transfer m = {.admin_token = ch_slice_str(ctl_admin_token(c->cfg)),
+                                   .shard = shard,
+                                   .to_node = to};
         proto_encode_transfer(&f, id, &m);
         struct cc_reply r;
         uint64_t t0 = cc_now_us();
@@ -223,7 +225,11 @@ static int cmd_balance(const struct ctl_env *env, int argc, char **argv)
     for (uint32_t i = 0; i < cfg.n_nodes; i++) {
         ids[i] = cfg.nodes[i].id;
         json_t *n = json_array_get(json_object_get(st, "nodes"), i);
-        up[i] = json_is_true(json_object_get(n, "up"));
+        /* a draining (or removed) node takes no leaders: like a down node here */
+        const char *state = json_string_value(json_object_get(n, "state"));
+        up[i] =
+            json_is_true(json_object_get(n, "up")) &&
+            !(state && (strcmp(state, "draining") == 0 || strcmp(state, "removed") == 0));
     }
     json_decref(st);
     struct balance_input in = {.n_nodes = cfg.n_nodes,

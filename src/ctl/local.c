@@ -133,7 +133,8 @@ static int chorusd_alive(pid_t pid)
     return strcmp(open_paren + 1, "chorusd") == 0;
 }
 
-static int start_node(const char *dir, const char *bin, uint32_t node)
+/* join: chorusd --join (a node added to a running cluster never bootstraps). */
+static int start_node(const char *dir, const char *bin, uint32_t node, int join)
 {
     char data[PATH_MAX], log[PATH_MAX], pidf[PATH_MAX], conf[PATH_MAX], id[16];
     snprintf(data, sizeof data, "%s/node-%u", dir, node);
@@ -171,7 +172,11 @@ static int start_node(const char *dir, const char *bin, uint32_t node)
             }
             _exit(inner > 0 ? 0 : 127);
         }
-        execl(bin, bin, "--config", conf, "--node", id, "--data", data, (char *)NULL);
+        if (join)
+            execl(bin, bin, "--config", conf, "--node", id, "--data", data, "--join",
+                  (char *)NULL);
+        else
+            execl(bin, bin, "--config", conf, "--node", id, "--data", data, (char *)NULL);
         fprintf(stderr, "cannot exec %s: %s\n", bin, strerror(errno));
         _exit(127);
     }
@@ -325,7 +330,7 @@ int ctl_local(struct ctl_env *env, int argc, char **argv)
     }
     const char *verb = argv[0];
     const char *bin = NULL;
-    int n = 3, sig = SIGTERM;
+    int n = 3, sig = SIGTERM, join = 0;
     uint32_t node = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
@@ -334,6 +339,8 @@ int ctl_local(struct ctl_env *env, int argc, char **argv)
             bin = argv[++i];
         else if (strcmp(argv[i], "--kill") == 0)
             sig = SIGKILL;
+        else if (strcmp(argv[i], "--join") == 0)
+            join = 1;
         else if (node == 0 && parse_node(argv[i], &node) == 0)
             ;
         else {
@@ -385,7 +392,7 @@ int ctl_local(struct ctl_env *env, int argc, char **argv)
             if (chorusd_alive(read_pid(env->dir, ids[i])))
                 running++;
             else if (rv == 0)
-                rv = start_node(env->dir, chorusd, ids[i]);
+                rv = start_node(env->dir, chorusd, ids[i], 0);
         }
         if (running > 0)
             printf("%u of %u nodes were already running from %s\n", running, cfg.n_nodes,
@@ -433,7 +440,7 @@ int ctl_local(struct ctl_env *env, int argc, char **argv)
                 fprintf(stderr, "cannot find an executable chorusd (use --bin)\n");
                 rv = CTL_USAGE;
             } else {
-                rv = start_node(env->dir, chorusd, node);
+                rv = start_node(env->dir, chorusd, node, join);
                 if (rv == 0) {
                     sleep_ms(300);
                     if (!chorusd_alive(read_pid(env->dir, node))) {

@@ -906,6 +906,17 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
     return 0;
 }
 
+uint32_t gw_connections(const struct gw *gw)
+{
+    return gw != NULL ? (uint32_t)gw->st.connections : 0;
+}
+
+void gw_sync_nodes(struct gw *gw)
+{
+    if (gw != NULL && gw->rpc != NULL)
+        rpc_sync_nodes(gw->rpc);
+}
+
 void gw_stop(struct gw *gw)
 {
     if (gw == NULL || gw->stopped)

@@ -38,6 +38,12 @@ void gw_on_publish(void *data, const struct proto_publish *m);
 void gw_set_metrics_source(struct gw *gw, gw_shard_metrics_fn fn, void *data,
                            uint64_t start_ms);
 
+/* Open WebSocket connections right now. */
+uint32_t gw_connections(const struct gw *gw);
+
+/* The config gained nodes (a placement change): let the store client know them. */
+void gw_sync_nodes(struct gw *gw);
+
 /*
  * Shutdown is two-phase because libwebsockets closes its libuv handles
  * asynchronously: gw_stop starts it (call it when the node begins to stop);

@@ -111,18 +111,26 @@ static struct node *node_by_id(struct rpc *r, uint32_t id)
     return NULL;
 }
 
+/* The i-th replica of a shard in placement order; "shard" n_shards is the meta
+ * group (its voters). */
 static uint32_t replica(const struct rpc *r, uint32_t shard, uint32_t i)
 {
-    uint32_t rf = r->opt.config->replication;
-    return r->opt.config->replicas[shard * rf + i % rf];
+    const struct cluster_config *cfg = r->opt.config;
+    if (shard == cfg->n_shards)
+        return cfg->meta[i % cfg->n_meta];
+    uint32_t rf = cfg->replication;
+    return cfg->replicas[shard * rf + i % rf];
 }
 
+/*
+ * May a leader hint for the shard be followed?  Any node the client knows: a
+ * hint comes from Raft, and during a shard move the leader may be the joining
+ * replica, which the placement lists only once the move commits.
+ */
 static int is_replica(const struct rpc *r, uint32_t shard, uint32_t node)
 {
-    for (uint32_t i = 0; i < r->opt.config->replication; i++)
-        if (replica(r, shard, i) == node)
-            return 1;
-    return 0;
+    (void)shard;
+    return node_by_id((struct rpc *)r, node) != NULL;
 }
 
 /* ---- node connections ------------------------------------------------------------- */
@@ -535,7 +543,7 @@ int rpc_call(struct rpc *r, uint32_t shard, const uint8_t *frame, size_t len, rp
 {
     if (r->closing)
         return CH_ESHUTDOWN;
-    if (shard >= r->opt.config->n_shards || len < PROTO_HEADER_SIZE)
+    if (shard > r->opt.config->n_shards || len < PROTO_HEADER_SIZE) /* n_shards: meta */
         return CH_EINVAL;
     struct call *c = calloc(1, sizeof *c);
     if (c == NULL)
@@ -796,6 +804,21 @@ static void tick_cb(uv_timer_t *t)
 
 /* ---- lifetime ---------------------------------------------------------------------- */
 
+void rpc_sync_nodes(struct rpc *r)
+{
+    const struct cluster_config *cfg = r->opt.config;
+    while (r->n_nodes < cfg->n_nodes && r->n_nodes < CLUSTER_MAX_NODES) {
+        struct node *n = &r->nodes[r->n_nodes];
+        const struct cluster_node *cn = &cfg->nodes[r->n_nodes];
+        n->r = r;
+        n->id = cn->id;
+        uv_ip4_addr(cn->client.host, cn->client.port, &n->addr);
+        ch_wbuf_init(&n->out);
+        ch_map_init(&n->pending);
+        r->n_nodes++;
+    }
+}
+
 int rpc_open(uv_loop_t *loop, const struct rpc_options *opt, struct rpc **out)
 {
     struct rpc *r = calloc(1, sizeof *r);
@@ -803,24 +826,17 @@ int rpc_open(uv_loop_t *loop, const struct rpc_options *opt, struct rpc **out)
         return CH_ENOMEM;
     r->loop = loop;
     r->opt = *opt;
-    r->n_nodes = opt->config->n_nodes;
-    r->nodes = calloc(r->n_nodes, sizeof *r->nodes);
-    r->leader = calloc(opt->config->n_shards, sizeof *r->leader);
+    /* Room for every node a placement change may add (rpc_sync_nodes): entries
+     * hold uv handles and must never move. */
+    r->nodes = calloc(CLUSTER_MAX_NODES, sizeof *r->nodes);
+    r->leader = calloc(opt->config->n_shards + 1, sizeof *r->leader);
     if (r->nodes == NULL || r->leader == NULL) {
         free(r->nodes);
         free(r->leader);
         free(r);
         return CH_ENOMEM;
     }
-    for (uint32_t i = 0; i < r->n_nodes; i++) {
-        struct node *n = &r->nodes[i];
-        const struct cluster_node *cn = &opt->config->nodes[i];
-        n->r = r;
-        n->id = cn->id;
-        uv_ip4_addr(cn->client.host, cn->client.port, &n->addr);
-        ch_wbuf_init(&n->out);
-        ch_map_init(&n->pending);
-    }
+    rpc_sync_nodes(r);
     uv_timer_init(loop, &r->tick);
     r->tick.data = r;
     uv_timer_start(&r->tick, tick_cb, RPC_TICK_MS, RPC_TICK_MS);

@@ -60,11 +60,16 @@ typedef void (*rpc_cb)(void *data, int err, const struct proto_frame *reply);
 
 /*
  * Sends one request frame (a complete proto frame, e.g. from proto_encode_*; its
- * request id is replaced) for `shard`.  The frame is copied.  Returns 0 (cb will
+ * request id is replaced) for `shard` (config->n_shards: for the meta group,
+ * sent to its voters).  The frame is copied.  Returns 0 (cb will
  * run exactly once) or CH_ENOMEM / CH_ESHUTDOWN (cb never runs).
  */
 int rpc_call(struct rpc *r, uint32_t shard, const uint8_t *frame, size_t len, rpc_cb cb,
              void *data);
+
+/* Starts knowing the nodes appended to the config since (a placement change added
+ * them); existing nodes keep their connections. */
+void rpc_sync_nodes(struct rpc *r);
 
 /* Sends an ephemeral PUBLISH frame to every other node that is connected or
  * connectable now; no reply, no retry (ephemeral by definition). */

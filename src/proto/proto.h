@@ -47,7 +47,13 @@
     M(PUBLISH, 9, PROTO_PUBLISH_FIELDS)                                            \
     M(UNSUBSCRIBE, 10, PROTO_UNSUBSCRIBE_FIELDS)                                  \
     M(TRANSFER, 11, PROTO_TRANSFER_FIELDS)                                        \
-    M(TRANSFER_REPLY, 110, PROTO_TRANSFER_REPLY_FIELDS)
+    M(TRANSFER_REPLY, 110, PROTO_TRANSFER_REPLY_FIELDS)                            \
+    M(META_GET, 12, PROTO_META_GET_FIELDS)                                        \
+    M(META_GET_REPLY, 111, PROTO_META_GET_REPLY_FIELDS)                           \
+    M(META_PROPOSE, 13, PROTO_META_PROPOSE_FIELDS)                                \
+    M(META_PROPOSE_REPLY, 112, PROTO_META_PROPOSE_REPLY_FIELDS)                   \
+    M(SHARD_CONF, 14, PROTO_SHARD_CONF_FIELDS)                                    \
+    M(SHARD_CONF_REPLY, 113, PROTO_SHARD_CONF_REPLY_FIELDS)
 
 /* err: CH_E* code; leader_hint: node id of the shard's leader if known, else 0;
  * extra: code-specific (CH_ETOOOLD: oldest retained index); message: for humans. */
@@ -104,15 +110,60 @@
  * Raft then sees (to_node == the receiving leader is a no-op answered at once), or
  * an ERROR: not_leader + hint, not_found (CH_ENOSHARD), bad_request (to_node is not
  * a voting replica), unavailable (already transferring, or it failed / timed out). */
-#define PROTO_TRANSFER_FIELDS(X) X(u32, shard) X(u32, to_node)
+#define PROTO_TRANSFER_FIELDS(X) X(str, admin_token) X(u32, shard) X(u32, to_node)
+
+/*
+ * Admin messages (TRANSFER, META_PROPOSE, SHARD_CONF) carry the cluster's
+ * admin.token; a node whose config sets one answers any other token with
+ * unauthorized (CH_EUNAUTHORIZED) before doing anything.
+ */
+
+/* The placement map (placement.h).  flags 0: a linearizable read, answered by the
+ * meta group's leader after a Raft barrier (not_leader + hint elsewhere);
+ * PROTO_FLAG_STALE_OK: the newest map this node knows (its meta replica's, or
+ * the last it fetched).  version 0 and an empty map: none known (not seeded
+ * yet).  Versions only ever move forward. */
+#define PROTO_META_GET_FIELDS(X) X(u8, flags)
+#define PROTO_META_GET_REPLY_FIELDS(X) X(u64, version) X(u32, meta_leader) X(bytes, map)
+
+/* One placement command (placement_cmd_encode), for the meta group's leader: the
+ * reply comes after it was committed and applied, with the map's new version;
+ * a rejected command is an ERROR with the state machine's code and message;
+ * not_leader + hint elsewhere. */
+#define PROTO_META_PROPOSE_FIELDS(X) X(str, admin_token) X(bytes, cmd)
+#define PROTO_META_PROPOSE_REPLY_FIELDS(X) X(u64, version)
+
+/* A Raft membership change of one shard, for its leader (idempotent):
+ * ADD makes node a standby (it receives the log but does not vote), PROMOTE a
+ * voter (Raft catches it up first), REMOVE takes it out of the configuration.
+ * The reply comes once the configuration change is committed; role is the
+ * node's role afterwards (PROTO_RAFT_ROLE_*; NONE after REMOVE). */
+#define PROTO_SHARD_CONF_FIELDS(X) X(str, admin_token) X(u32, shard) X(u8, op) X(u32, node)
+#define PROTO_SHARD_CONF_REPLY_FIELDS(X) X(u32, shard) X(u32, node) X(u8, role)
+
+enum proto_shard_conf_op {
+    PROTO_SHARD_CONF_ADD = 1,
+    PROTO_SHARD_CONF_PROMOTE = 2,
+    PROTO_SHARD_CONF_REMOVE = 3,
+};
+
+/* A server's role in a shard's Raft configuration (status, SHARD_CONF). */
+enum proto_raft_role {
+    PROTO_RAFT_ROLE_NONE = 0,
+    PROTO_RAFT_ROLE_VOTER = 1,
+    PROTO_RAFT_ROLE_STANDBY = 2,
+    PROTO_RAFT_ROLE_SPARE = 3,
+};
 #define PROTO_TRANSFER_REPLY_FIELDS(X) X(u32, shard) X(u32, leader)
 
 #define PROTO_STATUS_FLAG_DIGEST 1 /* include each shard's state digest (costly) */
 #define PROTO_STATUS_FIELDS(X) X(u8, flags)
 
-/* Repeated: n_shards × proto_shard_status. */
+/* Repeated: n_shards × proto_shard_status.  gw_connections: the node's open
+ * WebSocket connections. */
 #define PROTO_STATUS_REPLY_FIELDS(X)                                               \
-    X(u32, node_id) X(u64, uptime_ms) X(str, version) X(u32, n_shards)
+    X(u32, node_id) X(u64, uptime_ms) X(str, version) X(u32, gw_connections)         \
+    X(u32, n_shards)
 
 /* A user record, read on the user's shard (flags: PROTO_FLAG_STALE_OK). */
 #define PROTO_USER_GET_FIELDS(X) X(str, user) X(u8, flags)
@@ -154,7 +205,7 @@ enum proto_publish_kind {
     X(u64, last_index) X(u32, leader_id) X(u64, digest) X(u64, snapshot_index)         \
     X(u64, conversations) X(u64, events) X(u32, n_replicas)
 
-#define PROTO_REPLICA_FIELDS(X) X(u32, node_id) X(u64, match_index)
+#define PROTO_REPLICA_FIELDS(X) X(u32, node_id) X(u64, match_index) X(u8, raft_role)
 
 #define PROTO_USER_CONV_FIELDS(X)                                                  \
     X(u64, conv) X(u8, kind) X(str, name) X(u64, last_seq) X(u64, delivered)          \
@@ -218,6 +269,12 @@ struct proto_publish { PROTO_PUBLISH_FIELDS(PROTO__FIELD) };
 struct proto_unsubscribe { PROTO_UNSUBSCRIBE_FIELDS(PROTO__FIELD) };
 struct proto_transfer { PROTO_TRANSFER_FIELDS(PROTO__FIELD) };
 struct proto_transfer_reply { PROTO_TRANSFER_REPLY_FIELDS(PROTO__FIELD) };
+struct proto_meta_get { PROTO_META_GET_FIELDS(PROTO__FIELD) };
+struct proto_meta_get_reply { PROTO_META_GET_REPLY_FIELDS(PROTO__FIELD) };
+struct proto_meta_propose { PROTO_META_PROPOSE_FIELDS(PROTO__FIELD) };
+struct proto_meta_propose_reply { PROTO_META_PROPOSE_REPLY_FIELDS(PROTO__FIELD) };
+struct proto_shard_conf { PROTO_SHARD_CONF_FIELDS(PROTO__FIELD) };
+struct proto_shard_conf_reply { PROTO_SHARD_CONF_REPLY_FIELDS(PROTO__FIELD) };
 struct proto_user_conv { PROTO_USER_CONV_FIELDS(PROTO__FIELD) };
 /* PONG shares PING's layout. */
 #define proto_pong proto_ping
@@ -248,6 +305,12 @@ PROTO__DECLARE(PUBLISH, publish)
 PROTO__DECLARE(UNSUBSCRIBE, unsubscribe)
 PROTO__DECLARE(TRANSFER, transfer)
 PROTO__DECLARE(TRANSFER_REPLY, transfer_reply)
+PROTO__DECLARE(META_GET, meta_get)
+PROTO__DECLARE(META_GET_REPLY, meta_get_reply)
+PROTO__DECLARE(META_PROPOSE, meta_propose)
+PROTO__DECLARE(META_PROPOSE_REPLY, meta_propose_reply)
+PROTO__DECLARE(SHARD_CONF, shard_conf)
+PROTO__DECLARE(SHARD_CONF_REPLY, shard_conf_reply)
 #undef PROTO__DECLARE
 
 /* Repeated elements: append to an open frame / read from a body. */

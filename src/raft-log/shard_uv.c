@@ -33,6 +33,8 @@
 #include "../common/bugs.h"
 #include "../common/error.h"
 #include "../common/log.h"
+#include "../proto/proto.h"
+#include "raft_err.h"
 
 #define SHARD_MAX_ENTRY_BYTES (4u << 20) /* flush a batch early beyond this */
 #define SHARD_COMPRESS_MIN 4096          /* lz4 entries at least this large */
@@ -147,26 +149,6 @@ struct shard {
 };
 
 /* ---- helpers ---------------------------------------------------------------------- */
-
-static int raft_to_ch(int rv)
-{
-    switch (rv) {
-    case 0:
-        return 0;
-    case RAFT_NOTLEADER:
-    case RAFT_LEADERSHIPLOST:
-        return CH_ENOTLEADER;
-    case RAFT_SHUTDOWN:
-    case RAFT_CANCELED:
-        return CH_ESHUTDOWN;
-    case RAFT_NOMEM:
-        return CH_ENOMEM;
-    case RAFT_TOOBIG:
-        return CH_ETOOLARGE;
-    default:
-        return CH_EUNAVAILABLE;
-    }
-}
 
 uint32_t shard_leader_hint(struct shard *s)
 {
@@ -478,7 +460,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     if (status == 0)
         ch_hist_observe(&s->stats.apply_latency_ns, uv_hrtime() - b->proposed_ns);
     if (!b->answered) {
-        int err = status == 0 ? CH_EINTERNAL : raft_to_ch(status);
+        int err = status == 0 ? CH_EINTERNAL : ch_from_raft(status);
         if (s->closing)
             err = CH_ESHUTDOWN;
         answer_waiters(b->waiters, b->n_waiters, err,
@@ -625,7 +607,7 @@ static void flush_writes(struct shard *s)
          * capacity), but frees the buffer itself when a later stage fails. */
         if (rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE)
             raft_free(entry);
-        err = raft_to_ch(rv);
+        err = ch_from_raft(rv);
         if (rv != RAFT_NOTLEADER)
             CH_WARN((int)s->id, "raft_apply failed: %s (%s)", raft_strerror(rv),
                     raft_errmsg(&s->raft));
@@ -641,7 +623,7 @@ static void barrier_cb(struct raft_barrier *req, int status)
 {
     struct read_batch *rb = req->data;
     struct shard *s = rb->shard;
-    int err = raft_to_ch(status);
+    int err = ch_from_raft(status);
     answer_readers(rb->readers, rb->n_readers, err,
                    err == CH_ENOTLEADER ? shard_leader_hint(s) : 0);
     free(rb->readers);
@@ -667,7 +649,7 @@ static void flush_reads(struct shard *s)
         int rv = raft_barrier(&s->raft, &rb->req, barrier_cb);
         if (rv == 0)
             return;
-        err = raft_to_ch(rv);
+        err = ch_from_raft(rv);
         free(rb);
     }
     answer_readers(readers, n, err, err == CH_ENOTLEADER ? shard_leader_hint(s) : 0);
@@ -887,10 +869,126 @@ int shard_transfer(struct shard *s, uint32_t to_node, unsigned timeout_ms,
         uv_close((uv_handle_t *)&t->timer, transfer_free);
         if (rv == RAFT_NOTLEADER)
             *leader_hint = shard_leader_hint(s);
-        return rv == RAFT_BADID ? CH_EINVAL : rv == RAFT_NOTFOUND ? CH_EUNAVAILABLE
-                                                                  : raft_to_ch(rv);
+        return rv == RAFT_BADID      ? CH_EINVAL
+               : rv == RAFT_NOTFOUND ? CH_EUNAVAILABLE
+                                     : ch_from_raft(rv);
     }
     CH_INFO((int)s->id, "leadership transfer to %u started", to_node);
+    return 0;
+}
+
+/* ---- membership changes
+ * ---------------------------------------------------------------- */
+
+struct conf_change {
+    struct raft_change req;
+    struct shard *shard;
+    int op;
+    uint32_t node;
+    int stage; /* ADD: 0 raft_add, 1 raft_assign STANDBY */
+    shard_conf_cb cb;
+    void *data;
+};
+
+int shard_raft_role(struct shard *s, uint32_t node)
+{
+    const struct raft_configuration *conf = &s->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id != node)
+            continue;
+        switch (conf->servers[i].role) {
+        case RAFT_VOTER:
+            return PROTO_RAFT_ROLE_VOTER;
+        case RAFT_STANDBY:
+            return PROTO_RAFT_ROLE_STANDBY;
+        default:
+            return PROTO_RAFT_ROLE_SPARE;
+        }
+    }
+    return PROTO_RAFT_ROLE_NONE;
+}
+
+static int conf_err(int rv)
+{
+    return rv == RAFT_CANTCHANGE ? CH_EUNAVAILABLE
+           : rv == RAFT_BADID    ? CH_EINVAL
+                                 : ch_from_raft(rv);
+}
+
+static void conf_done(struct raft_change *req, int status)
+{
+    struct conf_change *c = req->data;
+    struct shard *s = c->shard;
+    if (status == 0 && c->op == PROTO_SHARD_CONF_ADD && c->stage == 0 && !s->closing) {
+        c->stage = 1;
+        int rv = raft_assign(&s->raft, &c->req, c->node, RAFT_STANDBY, conf_done);
+        if (rv == 0)
+            return;
+        status = rv;
+    }
+    int role = s->closing ? PROTO_RAFT_ROLE_NONE : shard_raft_role(s, c->node);
+    int err = status == 0 ? 0 : conf_err(status);
+    CH_INFO((int)s->id, "membership change op=%d node=%u: %s (role now %d)", c->op,
+            c->node, err ? ch_strerror(err) : "done", role);
+    c->cb(c->data, err, role);
+    free(c);
+}
+
+int shard_conf(struct shard *s, int op, uint32_t node, const char *address,
+               shard_conf_cb cb, void *data, int *role, uint32_t *leader_hint)
+{
+    *leader_hint = 0;
+    int err = check_leader(s, leader_hint);
+    if (err != 0)
+        return err;
+    *role = shard_raft_role(s, node);
+    int rv;
+    switch (op) {
+    case PROTO_SHARD_CONF_ADD:
+        if (*role == PROTO_RAFT_ROLE_STANDBY || *role == PROTO_RAFT_ROLE_VOTER)
+            return CH_EEXISTS;
+        break;
+    case PROTO_SHARD_CONF_PROMOTE:
+        if (*role == PROTO_RAFT_ROLE_VOTER)
+            return CH_EEXISTS;
+        if (*role == PROTO_RAFT_ROLE_NONE)
+            return CH_EINVAL;
+        break;
+    case PROTO_SHARD_CONF_REMOVE:
+        if (*role == PROTO_RAFT_ROLE_NONE)
+            return CH_EEXISTS;
+        if (node == s->node_id)
+            return CH_EINVAL;
+        break;
+    default:
+        return CH_EINVAL;
+    }
+    struct conf_change *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return CH_ENOMEM;
+    c->shard = s;
+    c->op = op;
+    c->node = node;
+    c->cb = cb;
+    c->data = data;
+    c->req.data = c;
+    if (op == PROTO_SHARD_CONF_ADD && *role == PROTO_RAFT_ROLE_SPARE) {
+        c->stage = 1;
+        rv = raft_assign(&s->raft, &c->req, node, RAFT_STANDBY, conf_done);
+    } else if (op == PROTO_SHARD_CONF_ADD) {
+        rv = raft_add(&s->raft, &c->req, node, address, conf_done);
+    } else if (op == PROTO_SHARD_CONF_PROMOTE) {
+        rv = raft_assign(&s->raft, &c->req, node, RAFT_VOTER, conf_done);
+    } else {
+        rv = raft_remove(&s->raft, &c->req, node, conf_done);
+    }
+    if (rv != 0) {
+        free(c);
+        if (rv == RAFT_NOTLEADER)
+            *leader_hint = shard_leader_hint(s);
+        return conf_err(rv);
+    }
+    CH_INFO((int)s->id, "membership change op=%d node=%u started", op, node);
     return 0;
 }
 
@@ -1109,15 +1207,17 @@ int shard_open(uv_loop_t *loop, const struct shard_options *opt, struct shard **
         cluster_raft_address(cluster_node_by_id(cfg, id), opt->shard, addr, sizeof addr);
         rv = raft_configuration_add(&conf, id, addr, RAFT_VOTER);
     }
-    if (rv == 0)
+    if (rv == 0 && !opt->join)
         rv = raft_bootstrap(&s->raft, &conf);
+    else if (rv == 0)
+        CH_INFO((int)s->id, "joining an existing group (no bootstrap) in %s", s->dir);
     raft_configuration_close(&conf);
     int code = 0;
     if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
         snprintf(err, errlen, "shard %u: raft bootstrap: %s", s->id, raft_errmsg(&s->raft));
         code = CH_EIO;
     } else {
-        if (rv == 0)
+        if (rv == 0 && !opt->join)
             CH_INFO((int)s->id, "bootstrapped new replica in %s", s->dir);
         if ((rv = raft_start(&s->raft)) != 0) {
             if (s->restore_err != 0)

@@ -64,6 +64,9 @@ struct shard_options {
     const char *data_dir; /* the node's data directory; the shard uses DIR/shard-S */
     uint64_t boot_id;     /* distinguishes this process's batches from earlier runs */
     size_t stream_retain_entries; /* committed entries kept for subscribers */
+    /* A new replica of an existing group (a shard move's target, a node that lost
+     * its data): never bootstrap; the leader adds it and sends it the log. */
+    int join;
 };
 
 /*
@@ -123,6 +126,26 @@ typedef void (*shard_transfer_cb)(void *data, int status, uint32_t leader);
  */
 int shard_transfer(struct shard *s, uint32_t to_node, unsigned timeout_ms,
                    shard_transfer_cb cb, void *data, uint32_t *leader_hint);
+
+/*
+ * Raft membership changes of the shard, on its leader (proto SHARD_CONF):
+ * PROTO_SHARD_CONF_ADD (raft_add, then raft_assign STANDBY: the node receives
+ * the log without voting), _PROMOTE (raft_assign VOTER; Raft catches it up
+ * first), _REMOVE (raft_remove; not the leader itself: transfer first).
+ * `address` is the node's Raft address for this shard (ADD only).  cb runs once
+ * with 0 and the node's role afterwards (PROTO_RAFT_ROLE_*), or an error.
+ * Returns 0 (cb will run, never inline); CH_EEXISTS when the node already is
+ * where op wants it (*role set, cb never runs); CH_ENOTLEADER (+ hint),
+ * CH_EINVAL (promote an unknown node, remove the leader, bad op),
+ * CH_EUNAVAILABLE (another configuration change is in progress), CH_ESHUTDOWN,
+ * CH_ENOMEM: cb never runs.
+ */
+typedef void (*shard_conf_cb)(void *data, int status, int role);
+int shard_conf(struct shard *s, int op, uint32_t node, const char *address,
+               shard_conf_cb cb, void *data, int *role, uint32_t *leader_hint);
+
+/* The role of node in the replica's current Raft configuration (PROTO_RAFT_ROLE_*). */
+int shard_raft_role(struct shard *s, uint32_t node);
 
 /* Logs a line when the replica's Raft state, term or known leader changed since
  * the last call (the node calls it periodically). */

@@ -12,6 +12,9 @@
  */
 #include "store_uv.h"
 
+#include "../cluster/meta_uv.h"
+#include "../cluster/placement.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -832,6 +835,24 @@ static void transfer_finished(void *data, int status, uint32_t leader)
     free(ctx);
 }
 
+/* Admin messages carry admin.token: equal (in constant time) or refused. */
+static int admin_ok(struct conn *c, uint64_t req_id, struct ch_slice token)
+{
+    const char *want = c->st->opt.config->admin.token;
+    size_t n = strlen(want);
+    if (n == 0)
+        return 1;
+    unsigned diff = token.len != n;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned)(want[i] ^ (i < token.len ? token.ptr[i] : 0));
+    if (diff == 0)
+        return 1;
+    send_error_msg(c, req_id, CH_EUNAUTHORIZED, 0,
+                   token.len ? "wrong admin token"
+                             : "this cluster requires the admin token");
+    return 0;
+}
+
 static void handle_transfer(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
 {
     struct store *st = c->st;
@@ -841,6 +862,8 @@ static void handle_transfer(struct conn *c, uint64_t req_id, struct ch_rbuf *bod
         send_error(c, req_id, CH_EMALFORMED, 0, 0);
         return;
     }
+    if (!admin_ok(c, req_id, m.admin_token))
+        return;
     if (m.shard >= st->opt.config->n_shards) {
         snprintf(msg, sizeof msg, "no shard %u (the cluster has %u)", m.shard,
                  st->opt.config->n_shards);
@@ -891,6 +914,250 @@ static void handle_transfer(struct conn *c, uint64_t req_id, struct ch_rbuf *bod
     conn_release(c);
 }
 
+/* ---- META_GET, META_PROPOSE, SHARD_CONF
+ * ------------------------------------------------ */
+
+static void send_meta_map(struct conn *c, uint64_t req_id, const struct placement *p,
+                          uint32_t leader)
+{
+    if (c->closing)
+        return;
+    struct ch_wbuf map;
+    ch_wbuf_init(&map);
+    if (p != NULL && p->version > 0)
+        placement_encode(p, &map);
+    if (ch_wbuf_error(&map) != 0) {
+        ch_wbuf_free(&map);
+        send_error(c, req_id, CH_ENOMEM, 0, 0);
+        return;
+    }
+    struct proto_meta_get_reply r = {
+        .version = map.len > 0 ? p->version : 0,
+        .meta_leader = leader,
+        .map = {map.data, map.len},
+    };
+    proto_encode_meta_get_reply(&c->out, req_id, &r);
+    ch_wbuf_free(&map);
+    conn_touch(c);
+}
+
+/* A META_GET or META_PROPOSE waiting for the meta group. */
+struct meta_ctx {
+    struct conn *conn;
+    uint64_t req_id;
+};
+
+/* The context of a request only the meta group's leader can answer, or NULL
+ * (answered here: not a meta voter, out of memory).  Holds a ref on c. */
+static struct meta_ctx *meta_begin(struct conn *c, uint64_t req_id)
+{
+    struct store *st = c->st;
+    if (st->opt.meta == NULL) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "node %u is not a voter of the meta group",
+                 st->opt.node_id);
+        send_error_msg(c, req_id, CH_ENOTLEADER, 0, msg);
+        return NULL;
+    }
+    struct meta_ctx *ctx = malloc(sizeof *ctx);
+    if (ctx == NULL) {
+        send_error(c, req_id, CH_ENOMEM, 0, 0);
+        return NULL;
+    }
+    ctx->conn = c;
+    ctx->req_id = req_id;
+    c->refs++;
+    return ctx;
+}
+
+static void meta_read_done(void *data, int status, uint32_t leader_hint)
+{
+    struct meta_ctx *ctx = data;
+    struct conn *c = ctx->conn;
+    struct meta *m = c->st->opt.meta;
+    if (status == 0 && m != NULL)
+        send_meta_map(c, ctx->req_id, meta_placement(m), meta_leader_hint(m));
+    else
+        send_error(c, ctx->req_id, status ? status : CH_ESHUTDOWN, leader_hint, 0);
+    conn_release(c);
+    free(ctx);
+}
+
+static void handle_meta_get(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
+{
+    struct store *st = c->st;
+    struct proto_meta_get m;
+    if (proto_decode_meta_get(body, &m) != 0) {
+        send_error(c, req_id, CH_EMALFORMED, 0, 0);
+        return;
+    }
+    if (m.flags & PROTO_FLAG_STALE_OK) {
+        const struct placement *p = st->opt.placement;
+        uint32_t leader = 0;
+        if (st->opt.meta != NULL) {
+            const struct placement *mine = meta_placement(st->opt.meta);
+            if (p == NULL || mine->version >= p->version)
+                p = mine;
+            leader = meta_leader_hint(st->opt.meta);
+        }
+        send_meta_map(c, req_id, p, leader);
+        return;
+    }
+    struct meta_ctx *ctx = meta_begin(c, req_id);
+    if (ctx == NULL)
+        return;
+    uint32_t hint = 0;
+    int err = meta_read(st->opt.meta, meta_read_done, ctx, &hint);
+    if (err == 0)
+        return;
+    free(ctx);
+    send_error(c, req_id, err, hint, 0);
+    conn_release(c);
+}
+
+static void meta_proposed(void *data, int status, const char *msg, uint64_t version,
+                          uint32_t leader_hint)
+{
+    struct meta_ctx *ctx = data;
+    struct conn *c = ctx->conn;
+    if (status == 0 && !c->closing) {
+        struct proto_meta_propose_reply r = {.version = version};
+        proto_encode_meta_propose_reply(&c->out, ctx->req_id, &r);
+        conn_touch(c);
+    } else if (status != 0) {
+        send_error_msg(c, ctx->req_id, status, leader_hint, msg);
+    }
+    conn_release(c);
+    free(ctx);
+}
+
+static void handle_meta_propose(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
+{
+    struct store *st = c->st;
+    struct proto_meta_propose m;
+    struct placement_cmd cmd;
+    char msg[160];
+    if (proto_decode_meta_propose(body, &m) != 0 ||
+        placement_cmd_decode(m.cmd.ptr, m.cmd.len, &cmd) != 0) {
+        send_error(c, req_id, CH_EMALFORMED, 0, 0);
+        return;
+    }
+    if (!admin_ok(c, req_id, m.admin_token))
+        return;
+    struct meta_ctx *ctx = meta_begin(c, req_id);
+    if (ctx == NULL)
+        return;
+    uint32_t hint = 0;
+    int err = meta_propose(st->opt.meta, &cmd, meta_proposed, ctx, &hint);
+    if (err == 0)
+        return;
+    free(ctx);
+    if (err == CH_ENOTLEADER)
+        snprintf(msg, sizeof msg, "node %u does not lead the meta group (leader: %u)",
+                 st->opt.node_id, hint);
+    else
+        snprintf(msg, sizeof msg, "%s", ch_strerror(err));
+    send_error_msg(c, req_id, err, hint, msg);
+    conn_release(c);
+}
+
+struct conf_ctx {
+    struct conn *conn;
+    uint64_t req_id;
+    uint32_t shard, node;
+};
+
+static void conf_finished(void *data, int status, int role)
+{
+    struct conf_ctx *ctx = data;
+    struct conn *c = ctx->conn;
+    if (status == 0 && !c->closing) {
+        struct proto_shard_conf_reply r = {
+            .shard = ctx->shard, .node = ctx->node, .role = (uint8_t)role};
+        proto_encode_shard_conf_reply(&c->out, ctx->req_id, &r);
+        conn_touch(c);
+    } else if (status != 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "shard %u: membership change for node %u failed: %s",
+                 ctx->shard, ctx->node, ch_strerror(status));
+        send_error_msg(c, ctx->req_id, status, 0, msg);
+    }
+    conn_release(c);
+    free(ctx);
+}
+
+static void handle_shard_conf(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
+{
+    struct store *st = c->st;
+    struct proto_shard_conf m;
+    char msg[200];
+    if (proto_decode_shard_conf(body, &m) != 0) {
+        send_error(c, req_id, CH_EMALFORMED, 0, 0);
+        return;
+    }
+    if (!admin_ok(c, req_id, m.admin_token))
+        return;
+    const struct cluster_node *node = cluster_node_by_id(st->opt.config, m.node);
+    if (m.shard >= st->opt.config->n_shards || node == NULL) {
+        snprintf(msg, sizeof msg, "no shard %u or no node %u in this cluster", m.shard,
+                 m.node);
+        send_error_msg(c, req_id, CH_EINVAL, 0, msg);
+        return;
+    }
+    struct shard *sh = st->opt.shards[m.shard];
+    if (sh == NULL) {
+        send_error(c, req_id, CH_ENOSHARD, first_replica(st, m.shard), 0);
+        return;
+    }
+    struct conf_ctx *ctx = malloc(sizeof *ctx);
+    if (ctx == NULL) {
+        send_error(c, req_id, CH_ENOMEM, 0, 0);
+        return;
+    }
+    *ctx =
+        (struct conf_ctx){.conn = c, .req_id = req_id, .shard = m.shard, .node = m.node};
+    char addr[64];
+    cluster_raft_address(node, m.shard, addr, sizeof addr);
+    uint32_t hint = 0;
+    int role = 0;
+    c->refs++;
+    int err = shard_conf(sh, m.op, m.node, addr, conf_finished, ctx, &role, &hint);
+    if (err == 0)
+        return;
+    free(ctx);
+    if (err == CH_EEXISTS) { /* already there: the answer is the current role */
+        struct proto_shard_conf_reply r = {
+            .shard = m.shard, .node = m.node, .role = (uint8_t)role};
+        if (!c->closing) {
+            proto_encode_shard_conf_reply(&c->out, req_id, &r);
+            conn_touch(c);
+        }
+        conn_release(c);
+        return;
+    }
+    switch (err) {
+    case CH_ENOTLEADER:
+        snprintf(msg, sizeof msg, "node %u does not lead shard %u (leader: %u)",
+                 st->opt.node_id, m.shard, hint);
+        break;
+    case CH_EINVAL:
+        snprintf(msg, sizeof msg,
+                 "shard %u: op %u for node %u is not possible (promote needs "
+                 "a standby; the leader cannot remove itself: transfer first)",
+                 m.shard, m.op, m.node);
+        break;
+    case CH_EUNAVAILABLE:
+        snprintf(msg, sizeof msg, "shard %u: another membership change is in progress",
+                 m.shard);
+        break;
+    default:
+        snprintf(msg, sizeof msg, "%s", ch_strerror(err));
+        break;
+    }
+    send_error_msg(c, req_id, err, hint, msg);
+    conn_release(c);
+}
+
 /* ---- STATUS --------------------------------------------------------------------------- */
 
 static void handle_status(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
@@ -909,6 +1176,8 @@ static void handle_status(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
         .node_id = st->opt.node_id,
         .uptime_ms = uv_now(st->loop) - st->opt.start_time_ms,
         .version = ch_slice_str(CHORUS_VERSION),
+        .gw_connections =
+            st->opt.connections ? st->opt.connections(st->opt.connections_data) : 0,
         .n_shards = n,
     };
     proto_encode_status_reply(&c->out, req_id, &r);
@@ -936,7 +1205,11 @@ static void handle_status(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
         };
         proto_put_shard_status(&c->out, &ss);
         for (unsigned k = 0; k < raft->configuration.n; k++) {
-            struct proto_replica rep = {.node_id = (uint32_t)raft->configuration.servers[k].id};
+            struct proto_replica rep = {
+                .node_id = (uint32_t)raft->configuration.servers[k].id,
+                .raft_role = (uint8_t)shard_raft_role(
+                    sh, (uint32_t)raft->configuration.servers[k].id),
+            };
             raft_index match = 0;
             if (leader && raft_match_index(raft, raft->configuration.servers[k].id,
                                            &match) == 0)
@@ -995,6 +1268,15 @@ static void dispatch(struct conn *c, const struct proto_frame *f)
         return;
     case PROTO_TRANSFER:
         handle_transfer(c, f->req_id, &body);
+        return;
+    case PROTO_META_GET:
+        handle_meta_get(c, f->req_id, &body);
+        return;
+    case PROTO_META_PROPOSE:
+        handle_meta_propose(c, f->req_id, &body);
+        return;
+    case PROTO_SHARD_CONF:
+        handle_shard_conf(c, f->req_id, &body);
         return;
     default:
         send_error(c, f->req_id, CH_EUNKNOWN_OP, 0, 0);

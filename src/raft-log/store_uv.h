@@ -11,6 +11,9 @@
 #include "../proto/proto.h"
 #include "shard_uv.h"
 
+struct meta;
+struct placement;
+
 struct store;
 
 struct store_options {
@@ -24,6 +27,13 @@ struct store_options {
      * slices in m are valid only during the call. */
     void (*on_publish)(void *data, const struct proto_publish *m);
     void *publish_data;
+    /* The meta group's replica on this node (NULL unless a meta voter), and the
+     * newest placement map the node knows (the node updates it in place). */
+    struct meta *meta;
+    const struct placement *placement;
+    /* The node's open WebSocket connections, for STATUS (may be NULL). */
+    uint32_t (*connections)(void *data);
+    void *connections_data;
 };
 
 /*

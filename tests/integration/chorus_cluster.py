@@ -108,7 +108,11 @@ class Cluster:
 
     # ---- cluster state ----
     def status(self):
-        return self.ctl_json("status")
+        """`status --json` (exit 1 = a node down or a shard without leader)."""
+        p = self.ctl("--json", "status", check=False)
+        if p.returncode not in (0, 1):
+            raise AssertionError("status -> %d: %s" % (p.returncode, p.stderr))
+        return json.loads(p.stdout)
 
     def leader_of(self, shard):
         for s in self.status()["shards"]:

@@ -80,6 +80,12 @@ static void test_shipped_configs_parse(void)
     char addr[64];
     cluster_raft_address(cluster_node_by_id(&cfg, 3), 15, addr, sizeof addr);
     CHECK(strcmp(addr, "127.0.0.1:7165") == 0);
+    /* ... and 7166 for the meta group, whose voters default to all three */
+    cluster_meta_address(cluster_node_by_id(&cfg, 3), cfg.n_shards, addr, sizeof addr);
+    CHECK(strcmp(addr, "127.0.0.1:7166") == 0);
+    CHECK_EQ_INT(cfg.n_meta, 3);
+    for (uint32_t id = 1; id <= 3; id++)
+        CHECK(cluster_node_is_meta(&cfg, id));
     cluster_config_free(&cfg);
 }
 
@@ -321,10 +327,39 @@ static void test_bad_configs_name_the_field(void)
         {"{\"name\":\"t\",\"shards\":4,\"nodes\":[{\"id\":1,\"raft\":\"1.2.3.4:65534\","
          "\"client\":\"1.2.3.4:20\",\"gateway\":\"1.2.3.4:30\"}]}",
          "nodes[0].raft"},
-        /* 65533 + 4 shards: the last port would be 65536 */
+        /* 65533 + 4 shards + the meta group: the last port would be 65537 */
         {"{\"name\":\"t\",\"shards\":4,\"nodes\":[{\"id\":1,\"raft\":\"1.2.3.4:65533\","
          "\"client\":\"1.2.3.4:20\",\"gateway\":\"1.2.3.4:30\"}]}",
-         "nodes[0].raft: 4 shards need ports 65533..65536"},
+         "nodes[0].raft: 4 shards and the meta group need ports 65533..65537"},
+        /* 65532: only the meta group's port, 65536, is out of range */
+        {"{\"name\":\"t\",\"shards\":4,\"nodes\":[{\"id\":1,\"raft\":\"1.2.3.4:65532\","
+         "\"client\":\"1.2.3.4:20\",\"gateway\":\"1.2.3.4:30\"}]}",
+         "nodes[0].raft: 4 shards and the meta group need ports 65532..65536"},
+        /* the meta group's port (raft + S) is taken like the shards' */
+        {"{\"name\":\"t\",\"shards\":4,\"nodes\":[" NODE(1, 7000, 7100, 7101) "," NODE(
+             2, 7004, 7102, 7103) "]}",
+         "nodes[0].raft and nodes[1].raft"},
+        {"{\"name\":\"t\",\"shards\":4,\"nodes\":[" NODE(1, 7000, 7004, 7101)
+         "]}",
+         "nodes[0].raft and nodes[0].client"},
+        {"{\"name\":\"t\",\"shards\":4,\"nodes\":[" NODE(1, 7000, 7100, 7101) "," NODE(
+             2, 7020, 7102, 7004) "]}",
+         "nodes[0].raft and nodes[1].gateway: addresses overlap (a raft address takes "
+         "one port per shard from its base, plus one for the meta group)"},
+        /* meta */
+        {"{" BASE ",\"meta\":[]}", "meta: expected an array of an odd number"},
+        {"{" BASE ",\"meta\":[1,2]}", "meta: expected an array of an odd number"},
+        {"{" BASE ",\"meta\":[1,2,3,1,2,3,1,2,3]}", "meta: expected an array"},
+        {"{" BASE ",\"meta\":1}", "meta: expected an array"},
+        {"{" BASE ",\"meta\":{\"1\":1}}", "meta: expected an array"},
+        {"{" BASE ",\"meta\":[9]}", "meta[0]: expected the id of a node"},
+        {"{" BASE ",\"meta\":[1,2,4]}", "meta[2]: expected the id of a node"},
+        {"{" BASE ",\"meta\":[0]}", "meta[0]"},
+        {"{" BASE ",\"meta\":[-1]}", "meta[0]"},
+        {"{" BASE ",\"meta\":[4294967297]}", "meta[0]"},
+        {"{" BASE ",\"meta\":[\"1\"]}", "meta[0]"},
+        {"{" BASE ",\"meta\":[1.0]}", "meta[0]"},
+        {"{" BASE ",\"meta\":[1,2,1]}", "meta[2]: node 1 is listed twice"},
         /* placement */
         {"{" BASE ",\"placement\":\"random\"}", "placement"},
         {"{" BASE ",\"placement\":[1,2,3]}", "placement"},
@@ -422,18 +457,27 @@ static void test_valid_edges(void)
         CHECK_EQ_INT(parse(json, &cfg), CH_ECONFIG);
         CHECK(strstr(err, "admin.token") != NULL);
     }
-    /* Raft range ending exactly at 65535. */
+    /* Raft range (4 shards and the meta group) ending exactly at 65535. */
     CHECK_EQ_INT(parse("{\"name\":\"t\",\"shards\":4,\"nodes\":[{\"id\":4294967295,"
-                       "\"raft\":\"1.2.3.4:65532\",\"client\":\"1.2.3.4:20\","
+                       "\"raft\":\"1.2.3.4:65531\",\"client\":\"1.2.3.4:20\","
                        "\"gateway\":\"1.2.3.4:30\"}]}",
                        &cfg),
                  0);
     CHECK_EQ_INT(cfg.nodes[0].id, 4294967295u);
+    char meta_addr[64];
+    cluster_meta_address(&cfg.nodes[0], cfg.n_shards, meta_addr, sizeof meta_addr);
+    CHECK(strcmp(meta_addr, "1.2.3.4:65535") == 0);
     cluster_config_free(&cfg);
-    /* Ranges that touch but do not overlap: 7000..7003 and 7004.. */
+    /* Ranges that touch but do not overlap: 7000..7004 (7004: meta) and 7005.. */
     CHECK_EQ_INT(parse("{\"name\":\"t\",\"shards\":4,\"nodes\":["
-                       NODE(1, 7000, 7004, 7005) ","
-                       NODE(2, 7006, 7010, 7011) "]}",
+                       NODE(1, 7000, 7005, 7006) ","
+                       NODE(2, 7007, 7012, 7013) "]}",
+                       &cfg),
+                 0);
+    cluster_config_free(&cfg);
+    CHECK_EQ_INT(parse("{\"name\":\"t\",\"shards\":4,\"nodes\":["
+                       NODE(1, 7000, 7100, 7101) ","
+                       NODE(2, 7005, 7102, 7103) "]}",
                        &cfg),
                  0);
     cluster_config_free(&cfg);
@@ -450,13 +494,83 @@ static void test_valid_edges(void)
     cluster_config_free(&cfg);
     /* The largest replication factor. */
     CHECK_EQ_INT(parse("{\"name\":\"t\",\"shards\":1,\"replication\":7,\"nodes\":["
-                       NODE(1, 7000, 7100, 7101) "," NODE(2, 7001, 7102, 7103) ","
-                       NODE(3, 7002, 7104, 7105) "," NODE(4, 7003, 7106, 7107) ","
-                       NODE(5, 7004, 7108, 7109) "," NODE(6, 7005, 7110, 7111) ","
-                       NODE(7, 7006, 7112, 7113) "," NODE(8, 7007, 7114, 7115) "]}",
+                       NODE(1, 7000, 7100, 7101) "," NODE(2, 7002, 7102, 7103) ","
+                       NODE(3, 7004, 7104, 7105) "," NODE(4, 7006, 7106, 7107) ","
+                       NODE(5, 7008, 7108, 7109) "," NODE(6, 7010, 7110, 7111) ","
+                       NODE(7, 7012, 7112, 7113) "," NODE(8, 7014, 7114, 7115) "]}",
                        &cfg),
                  0);
     CHECK_EQ_INT(cfg.replication, 7);
+    cluster_config_free(&cfg);
+}
+
+/* ---- meta group ------------------------------------------------------------------- */
+
+static void test_meta_voters(void)
+{
+    struct cluster_config cfg;
+    /* default: the first three nodes in file order (not id order) */
+    CHECK_EQ_INT(parse("{\"name\":\"m\",\"shards\":4,\"nodes\":["
+                       NODE(50, 7000, 7100, 7101) "," NODE(7, 7020, 7102, 7103) ","
+                       NODE(30, 7040, 7104, 7105) "," NODE(1, 7060, 7106, 7107) ","
+                       NODE(2, 7080, 7108, 7109) "]}",
+                       &cfg),
+                 0);
+    CHECK_EQ_INT(cfg.n_meta, 3);
+    CHECK(cfg.meta[0] == 50 && cfg.meta[1] == 7 && cfg.meta[2] == 30);
+    CHECK(cluster_node_is_meta(&cfg, 50) && cluster_node_is_meta(&cfg, 30));
+    CHECK(!cluster_node_is_meta(&cfg, 1) && !cluster_node_is_meta(&cfg, 2));
+    CHECK(!cluster_node_is_meta(&cfg, 0) && !cluster_node_is_meta(&cfg, 99));
+    char addr[64];
+    cluster_meta_address(cluster_node_by_id(&cfg, 7), cfg.n_shards, addr, sizeof addr);
+    CHECK(strcmp(addr, "127.0.0.1:7024") == 0);
+    char tiny[6] = "xxxxx";
+    cluster_meta_address(cluster_node_by_id(&cfg, 7), cfg.n_shards, tiny, sizeof tiny);
+    CHECK(strcmp(tiny, "127.0") == 0);
+    cluster_config_free(&cfg);
+    /* three nodes: all of them */
+    CHECK_EQ_INT(parse("{" BASE "}", &cfg), 0);
+    CHECK_EQ_INT(cfg.n_meta, 3);
+    CHECK(cfg.meta[0] == 1 && cfg.meta[1] == 2 && cfg.meta[2] == 3);
+    cluster_config_free(&cfg);
+    /* two nodes: one voter, so that the group has an odd number */
+    CHECK_EQ_INT(parse("{\"name\":\"t\",\"shards\":2,\"nodes\":["
+                       NODE(8, 7000, 7100, 7101) "," NODE(9, 7020, 7102, 7103) "]}",
+                       &cfg),
+                 0);
+    CHECK_EQ_INT(cfg.n_meta, 1);
+    CHECK_EQ_INT(cfg.meta[0], 8);
+    CHECK(cluster_node_is_meta(&cfg, 8) && !cluster_node_is_meta(&cfg, 9));
+    cluster_config_free(&cfg);
+    /* one node */
+    CHECK_EQ_INT(parse("{\"name\":\"t\",\"shards\":2,\"nodes\":["
+                       NODE(4, 7000, 7100, 7101) "]}",
+                       &cfg),
+                 0);
+    CHECK_EQ_INT(cfg.n_meta, 1);
+    CHECK_EQ_INT(cfg.meta[0], 4);
+    cluster_config_free(&cfg);
+    /* explicit: kept in the given order */
+    CHECK_EQ_INT(parse("{" BASE ",\"meta\":[2]}", &cfg), 0);
+    CHECK_EQ_INT(cfg.n_meta, 1);
+    CHECK_EQ_INT(cfg.meta[0], 2);
+    CHECK(!cluster_node_is_meta(&cfg, 1) && cluster_node_is_meta(&cfg, 2));
+    cluster_config_free(&cfg);
+    CHECK_EQ_INT(parse("{" BASE ",\"meta\":[3,1,2]}", &cfg), 0);
+    CHECK_EQ_INT(cfg.n_meta, 3);
+    CHECK(cfg.meta[0] == 3 && cfg.meta[1] == 1 && cfg.meta[2] == 2);
+    cluster_config_free(&cfg);
+    /* seven voters, the most */
+    CHECK_EQ_INT(parse("{\"name\":\"t\",\"shards\":1,\"meta\":[8,7,6,5,4,3,2],"
+                       "\"nodes\":["
+                       NODE(1, 7000, 7100, 7101) "," NODE(2, 7002, 7102, 7103) ","
+                       NODE(3, 7004, 7104, 7105) "," NODE(4, 7006, 7106, 7107) ","
+                       NODE(5, 7008, 7108, 7109) "," NODE(6, 7010, 7110, 7111) ","
+                       NODE(7, 7012, 7112, 7113) "," NODE(8, 7014, 7114, 7115) "]}",
+                       &cfg),
+                 0);
+    CHECK_EQ_INT(cfg.n_meta, 7);
+    CHECK(!cluster_node_is_meta(&cfg, 1) && cluster_node_is_meta(&cfg, 2));
     cluster_config_free(&cfg);
 }
 
@@ -549,4 +663,5 @@ TEST_MAIN(TEST_CASE(test_shipped_configs_parse), TEST_CASE(test_load_errors),
           TEST_CASE(test_defaults), TEST_CASE(test_round_robin_placement),
           TEST_CASE(test_explicit_placement), TEST_CASE(test_lookups),
           TEST_CASE(test_bad_configs_name_the_field), TEST_CASE(test_valid_edges),
-          TEST_CASE(test_address_parsing), TEST_CASE(test_shard_functions))
+          TEST_CASE(test_meta_voters), TEST_CASE(test_address_parsing),
+          TEST_CASE(test_shard_functions))
