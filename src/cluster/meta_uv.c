@@ -25,6 +25,7 @@
 
 #include "../common/error.h"
 #include "../common/log.h"
+#include "../raft-log/raft_conf.h"
 #include "../raft-log/raft_err.h"
 
 #define META_LOG -1 /* log lines say "meta" in their text */
@@ -304,6 +305,21 @@ int meta_read(struct meta *m, meta_read_cb cb, void *data, uint32_t *leader_hint
         return ch_from_raft(rv);
     }
     return 0;
+}
+
+int meta_conf(struct meta *m, int op, uint32_t node, const char *address,
+              void (*cb)(void *data, int status, int role), void *data, int *role,
+              uint32_t *leader_hint)
+{
+    *leader_hint = 0;
+    *role = raft_conf_role(&m->raft, node);
+    if (m->closing)
+        return CH_ESHUTDOWN;
+    if (raft_state(&m->raft) != RAFT_LEADER) {
+        *leader_hint = meta_leader_hint(m);
+        return CH_ENOTLEADER;
+    }
+    return raft_conf_change(&m->raft, -1, op, node, address, cb, data, role);
 }
 
 /* ---- seeding and watch ----------------------------------------------------------------

@@ -56,6 +56,12 @@ int meta_propose(struct meta *m, const struct placement_cmd *cmd, meta_done_cb c
 typedef void (*meta_read_cb)(void *data, int status, uint32_t leader_hint);
 int meta_read(struct meta *m, meta_read_cb cb, void *data, uint32_t *leader_hint);
 
+/* A membership change of the meta group (raft_conf.h) on its leader: same
+ * contract as raft_conf_change, plus CH_ENOTLEADER with *leader_hint. */
+int meta_conf(struct meta *m, int op, uint32_t node, const char *address,
+              void (*cb)(void *data, int status, int role), void *data, int *role,
+              uint32_t *leader_hint);
+
 /* The replica's current map (committed, possibly behind the leader's). */
 const struct placement *meta_placement(const struct meta *m);
 uint32_t meta_leader_hint(struct meta *m);

@@ -374,7 +374,8 @@ int cc_submit(struct cc *c, const struct clog_cmd *cmds, uint32_t n,
             if (proto_get_result(&body, &results[i]) != 0)
                 rv = CH_EMALFORMED;
             else if (results[i].err == CH_ENOTLEADER || results[i].err == CH_EUNAVAILABLE ||
-                     results[i].err == CH_ESHUTDOWN) {
+                     results[i].err == CH_ESHUTDOWN || results[i].err == CH_ENOSHARD) {
+                /* ENOSHARD: that node's replica moved away since we read the map */
                 retry = 1;
                 c->leader[shard] = results[i].leader_hint;
             }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "../common/error.h"
+#include "../cluster/placement.h"
 #include "client.h"
 #include "ctl.h"
 
@@ -264,10 +265,14 @@ static int wait_ready(const char *dir, const struct cluster_config *cfg, const u
             if (!led[s])
                 all = 0;
         free(led);
-        if (all) {
+        struct placement map; /* and the meta group has its map */
+        placement_init(&map);
+        if (all && ctl_fetch_placement(cfg, &map) == 0) {
+            placement_free(&map);
             rv = CTL_OK;
             break;
         }
+        placement_free(&map);
         sleep_ms(200);
     }
     cc_close(&c);

@@ -350,6 +350,28 @@ static int abort_move(struct cc *c, const struct placement *p, uint32_t shard,
     return meta_propose(c, &cmd, NULL, msg, len);
 }
 
+/* Waits until the standby `node` is close to the leader's last index (progress
+ * bar on a terminal); CH_ESHUTDOWN when interrupted. */
+static int catch_up(const struct ctl_env *env, struct cc *c, const struct placement *p,
+                    uint32_t shard, uint32_t node, uint64_t *entries)
+{
+    struct replica_view v;
+    for (;;) {
+        if (interrupted)
+            return CH_ESHUTDOWN;
+        uint32_t leader = find_leader(c, p, shard, node, &v);
+        uint64_t match = 0;
+        if (leader != 0 && role_of(&v, node, &match) != PROTO_RAFT_ROLE_NONE) {
+            progress(env, shard, node, "catch-up", match, v.ss.last_index);
+            if (match + MOVE_PROMOTE_LAG >= v.ss.last_index) {
+                *entries = v.ss.last_index;
+                return 0;
+            }
+        }
+        nap(MOVE_POLL_MS);
+    }
+}
+
 static int run_move(const struct ctl_env *env, struct cc *c, uint32_t shard,
                     uint32_t from, uint32_t to, struct move_report *rep)
 {
@@ -383,25 +405,11 @@ static int run_move(const struct ctl_env *env, struct cc *c, uint32_t shard,
     int role;
     if ((rv = shard_conf_call(c, shard, PROTO_SHARD_CONF_ADD, to, &role, msg, len)) != 0)
         goto undo;
-    /* catch-up: the standby's match index against the leader's last index */
     uint64_t tc = cc_now_us();
     struct replica_view v;
-    for (;;) {
-        if (interrupted) {
-            rv = CH_ESHUTDOWN;
-            snprintf(msg, len, "interrupted");
-            goto undo;
-        }
-        uint32_t leader = find_leader(c, &p, shard, to, &v);
-        uint64_t match = 0;
-        if (leader != 0 && role_of(&v, to, &match) != PROTO_RAFT_ROLE_NONE) {
-            progress(env, shard, to, "catch-up", match, v.ss.last_index);
-            if (match + MOVE_PROMOTE_LAG >= v.ss.last_index) {
-                rep->entries = v.ss.last_index;
-                break;
-            }
-        }
-        nap(MOVE_POLL_MS);
+    if ((rv = catch_up(env, c, &p, shard, to, &rep->entries)) != 0) {
+        snprintf(msg, len, "interrupted");
+        goto undo;
     }
     if ((rv = shard_conf_call(c, shard, PROTO_SHARD_CONF_PROMOTE, to, &role, msg, len)) !=
         0)
@@ -815,6 +823,97 @@ static int node_drain_remove(const struct ctl_env *env, struct cc *c, uint32_t n
     return failed || interrupted ? CTL_FAILED : CTL_OK;
 }
 
+/*
+ * A node whose data is gone (disk replaced, directory wiped) and which runs
+ * again with --join: Raft's leaders still count it as a voter with the log it
+ * had, and ignore its rejections as stale, so it would never catch up.  Each of
+ * its replicas is taken out of its group and added back as a new one: remove,
+ * add as standby, catch up, promote.  Meanwhile the group has one voter fewer.
+ */
+static int rejoin_one(const struct ctl_env *env, struct cc *c, const struct placement *p,
+                      uint32_t shard, uint32_t node, struct move_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    rep->shard = shard;
+    rep->from = rep->to = node;
+    uint64_t t0 = cc_now_us();
+    int meta = shard == p->n_shards, role;
+    char *msg = rep->msg;
+    size_t len = sizeof rep->msg;
+    if (!meta) {
+        struct replica_view v;
+        uint32_t leader = find_leader(c, p, shard, 0, &v);
+        if (leader == node) {
+            snprintf(msg, len, "node %u leads shard %u: its replica is intact, left alone",
+                     node, shard);
+            return 0;
+        }
+    }
+    int rv = shard_conf_call(c, shard, PROTO_SHARD_CONF_REMOVE, node, &role, msg, len);
+    if (rv == 0)
+        rv = shard_conf_call(c, shard, PROTO_SHARD_CONF_ADD, node, &role, msg, len);
+    if (rv == 0 && !meta)
+        rv = catch_up(env, c, p, shard, node, &rep->entries);
+    if (rv == 0)
+        rv = shard_conf_call(c, shard, PROTO_SHARD_CONF_PROMOTE, node, &role, msg, len);
+    progress_end(env);
+    if (rv == CH_ESHUTDOWN)
+        snprintf(msg, len, "interrupted: node %u is a standby of shard %u; run `node "
+                 "rejoin %u` again", node, shard, node);
+    rep->total_ms = (double)(cc_now_us() - t0) / 1000.0;
+    return rv;
+}
+
+static int node_rejoin(const struct ctl_env *env, struct cc *c, uint32_t node)
+{
+    struct placement p;
+    char msg[400];
+    int rv = meta_get(c, &p, msg, sizeof msg);
+    if (rv != 0) {
+        fprintf(stderr, "chorusctl: node rejoin %u: %s\n", node, msg);
+        placement_free(&p);
+        return CTL_FAILED;
+    }
+    json_t *arr = json_array();
+    int failed = 0;
+    for (uint32_t s = 0; s <= p.n_shards && !failed && !interrupted; s++) {
+        if (s < p.n_shards ? !placement_hosts(&p, node, s)
+                           : !cluster_node_is_meta(c->cfg, node))
+            continue;
+        struct move_report rep;
+        rv = rejoin_one(env, c, &p, s, node, &rep);
+        failed = rv != 0;
+        if (env->json) {
+            json_t *o = report_json(&rep, rv);
+            if (s == p.n_shards)
+                json_object_set_new(o, "shard", json_string("meta"));
+            json_array_append_new(arr, o);
+        } else if (rv == 0) {
+            char what[32] = "meta group";
+            if (s < p.n_shards)
+                snprintf(what, sizeof what, "shard %u", s);
+            printf("%s: node %u rejoined in %.0f ms%s%s\n", what, node, rep.total_ms,
+                   rep.msg[0] ? ": " : "", rep.msg);
+        } else {
+            fprintf(stderr, "chorusctl: shard %u: node %u rejoin: %s\n", s, node, rep.msg);
+        }
+    }
+    if (env->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "node", json_integer(node));
+        json_object_set_new(o, "ok", json_boolean(!failed && !interrupted));
+        json_object_set_new(o, "groups", arr);
+        char *out = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", out);
+        free(out);
+        json_decref(o);
+    } else {
+        json_decref(arr);
+    }
+    placement_free(&p);
+    return failed || interrupted ? CTL_FAILED : CTL_OK;
+}
+
 static int node_add(const struct ctl_env *env, struct cc *c,
                     const struct cluster_config *cfg, uint32_t node, int argc,
                     char **argv)
@@ -873,9 +972,10 @@ int ctl_node(struct ctl_env *env, int argc, char **argv)
     if (argc < 1 ||
         (needs_node && (argc < 2 || parse_u32(argv[1], &node) != 0 || node == 0)) ||
         (strcmp(sub, "add") != 0 && strcmp(sub, "drain") != 0 &&
-         strcmp(sub, "remove") != 0 && strcmp(sub, "list") != 0)) {
+         strcmp(sub, "remove") != 0 && strcmp(sub, "list") != 0 &&
+         strcmp(sub, "rejoin") != 0 && strcmp(sub, "activate") != 0)) {
         fprintf(stderr, "usage: chorusctl node list | node add ID [--raft A --client A "
-                        "--gateway A] | node drain ID | node remove ID\n");
+                        "--gateway A] | node drain|activate|remove|rejoin ID\n");
         return CTL_USAGE;
     }
     struct cluster_config cfg;
@@ -893,7 +993,21 @@ int ctl_node(struct ctl_env *env, int argc, char **argv)
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_sigint;
         sigaction(SIGINT, &sa, NULL);
-        rv = node_drain_remove(env, &c, node, strcmp(sub, "remove") == 0);
+        if (strcmp(sub, "rejoin") == 0) {
+            rv = node_rejoin(env, &c, node);
+        } else if (strcmp(sub, "activate") == 0) {
+            char msg[400];
+            rv = set_state(&c, node, PLACEMENT_NODE_ACTIVE, msg, sizeof msg);
+            if (rv != 0)
+                fprintf(stderr, "chorusctl: node activate %u: %s\n", node, msg);
+            else if (env->json)
+                printf("{\"node\":%u,\"state\":\"active\"}\n", node);
+            else
+                printf("node %u active: it may receive replicas and leaders again\n", node);
+            rv = rv ? CTL_FAILED : CTL_OK;
+        }
+        else
+            rv = node_drain_remove(env, &c, node, strcmp(sub, "remove") == 0);
     }
     cc_close(&c);
     cluster_config_free(&cfg);

@@ -34,6 +34,7 @@
 #include "../common/error.h"
 #include "../common/log.h"
 #include "../proto/proto.h"
+#include "raft_conf.h"
 #include "raft_err.h"
 
 #define SHARD_MAX_ENTRY_BYTES (4u << 20) /* flush a batch early beyond this */
@@ -877,119 +878,25 @@ int shard_transfer(struct shard *s, uint32_t to_node, unsigned timeout_ms,
     return 0;
 }
 
-/* ---- membership changes
- * ---------------------------------------------------------------- */
-
-struct conf_change {
-    struct raft_change req;
-    struct shard *shard;
-    int op;
-    uint32_t node;
-    int stage; /* ADD: 0 raft_add, 1 raft_assign STANDBY */
-    shard_conf_cb cb;
-    void *data;
-};
+/* ---- membership changes (raft_conf.c) ----------------------------------------------- */
 
 int shard_raft_role(struct shard *s, uint32_t node)
 {
-    const struct raft_configuration *conf = &s->raft.configuration;
-    for (unsigned i = 0; i < conf->n; i++) {
-        if (conf->servers[i].id != node)
-            continue;
-        switch (conf->servers[i].role) {
-        case RAFT_VOTER:
-            return PROTO_RAFT_ROLE_VOTER;
-        case RAFT_STANDBY:
-            return PROTO_RAFT_ROLE_STANDBY;
-        default:
-            return PROTO_RAFT_ROLE_SPARE;
-        }
-    }
-    return PROTO_RAFT_ROLE_NONE;
-}
-
-static int conf_err(int rv)
-{
-    return rv == RAFT_CANTCHANGE ? CH_EUNAVAILABLE
-           : rv == RAFT_BADID    ? CH_EINVAL
-                                 : ch_from_raft(rv);
-}
-
-static void conf_done(struct raft_change *req, int status)
-{
-    struct conf_change *c = req->data;
-    struct shard *s = c->shard;
-    if (status == 0 && c->op == PROTO_SHARD_CONF_ADD && c->stage == 0 && !s->closing) {
-        c->stage = 1;
-        int rv = raft_assign(&s->raft, &c->req, c->node, RAFT_STANDBY, conf_done);
-        if (rv == 0)
-            return;
-        status = rv;
-    }
-    int role = s->closing ? PROTO_RAFT_ROLE_NONE : shard_raft_role(s, c->node);
-    int err = status == 0 ? 0 : conf_err(status);
-    CH_INFO((int)s->id, "membership change op=%d node=%u: %s (role now %d)", c->op,
-            c->node, err ? ch_strerror(err) : "done", role);
-    c->cb(c->data, err, role);
-    free(c);
+    return raft_conf_role(&s->raft, node);
 }
 
 int shard_conf(struct shard *s, int op, uint32_t node, const char *address,
                shard_conf_cb cb, void *data, int *role, uint32_t *leader_hint)
 {
     *leader_hint = 0;
+    *role = shard_raft_role(s, node);
     int err = check_leader(s, leader_hint);
     if (err != 0)
         return err;
-    *role = shard_raft_role(s, node);
-    int rv;
-    switch (op) {
-    case PROTO_SHARD_CONF_ADD:
-        if (*role == PROTO_RAFT_ROLE_STANDBY || *role == PROTO_RAFT_ROLE_VOTER)
-            return CH_EEXISTS;
-        break;
-    case PROTO_SHARD_CONF_PROMOTE:
-        if (*role == PROTO_RAFT_ROLE_VOTER)
-            return CH_EEXISTS;
-        if (*role == PROTO_RAFT_ROLE_NONE)
-            return CH_EINVAL;
-        break;
-    case PROTO_SHARD_CONF_REMOVE:
-        if (*role == PROTO_RAFT_ROLE_NONE)
-            return CH_EEXISTS;
-        if (node == s->node_id)
-            return CH_EINVAL;
-        break;
-    default:
-        return CH_EINVAL;
-    }
-    struct conf_change *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        return CH_ENOMEM;
-    c->shard = s;
-    c->op = op;
-    c->node = node;
-    c->cb = cb;
-    c->data = data;
-    c->req.data = c;
-    if (op == PROTO_SHARD_CONF_ADD && *role == PROTO_RAFT_ROLE_SPARE) {
-        c->stage = 1;
-        rv = raft_assign(&s->raft, &c->req, node, RAFT_STANDBY, conf_done);
-    } else if (op == PROTO_SHARD_CONF_ADD) {
-        rv = raft_add(&s->raft, &c->req, node, address, conf_done);
-    } else if (op == PROTO_SHARD_CONF_PROMOTE) {
-        rv = raft_assign(&s->raft, &c->req, node, RAFT_VOTER, conf_done);
-    } else {
-        rv = raft_remove(&s->raft, &c->req, node, conf_done);
-    }
-    if (rv != 0) {
-        free(c);
-        if (rv == RAFT_NOTLEADER)
-            *leader_hint = shard_leader_hint(s);
-        return conf_err(rv);
-    }
-    CH_INFO((int)s->id, "membership change op=%d node=%u started", op, node);
-    return 0;
+    err = raft_conf_change(&s->raft, (int)s->id, op, node, address, cb, data, role);
+    if (err == CH_ENOTLEADER)
+        *leader_hint = shard_leader_hint(s);
+    return err;
 }
 
 /* ---- leadership watch ---------------------------------------------------------------- */

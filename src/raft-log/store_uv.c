@@ -1097,16 +1097,24 @@ static void handle_shard_conf(struct conn *c, uint64_t req_id, struct ch_rbuf *b
     }
     if (!admin_ok(c, req_id, m.admin_token))
         return;
+    /* shard == n_shards: the meta group */
+    uint32_t n_shards = st->opt.config->n_shards;
     const struct cluster_node *node = cluster_node_by_id(st->opt.config, m.node);
-    if (m.shard >= st->opt.config->n_shards || node == NULL) {
+    if (m.shard > n_shards || node == NULL) {
         snprintf(msg, sizeof msg, "no shard %u or no node %u in this cluster", m.shard,
                  m.node);
         send_error_msg(c, req_id, CH_EINVAL, 0, msg);
         return;
     }
-    struct shard *sh = st->opt.shards[m.shard];
-    if (sh == NULL) {
+    struct shard *sh = m.shard < n_shards ? st->opt.shards[m.shard] : NULL;
+    if (m.shard < n_shards && sh == NULL) {
         send_error(c, req_id, CH_ENOSHARD, first_replica(st, m.shard), 0);
+        return;
+    }
+    if (m.shard == n_shards && st->opt.meta == NULL) {
+        snprintf(msg, sizeof msg, "node %u is not a voter of the meta group",
+                 st->opt.node_id);
+        send_error_msg(c, req_id, CH_ENOTLEADER, 0, msg);
         return;
     }
     struct conf_ctx *ctx = malloc(sizeof *ctx);
@@ -1117,11 +1125,14 @@ static void handle_shard_conf(struct conn *c, uint64_t req_id, struct ch_rbuf *b
     *ctx =
         (struct conf_ctx){.conn = c, .req_id = req_id, .shard = m.shard, .node = m.node};
     char addr[64];
-    cluster_raft_address(node, m.shard, addr, sizeof addr);
+    cluster_raft_address(node, m.shard, addr, sizeof addr); /* + n_shards: meta's */
     uint32_t hint = 0;
     int role = 0;
     c->refs++;
-    int err = shard_conf(sh, m.op, m.node, addr, conf_finished, ctx, &role, &hint);
+    int err = sh != NULL
+                  ? shard_conf(sh, m.op, m.node, addr, conf_finished, ctx, &role, &hint)
+                  : meta_conf(st->opt.meta, m.op, m.node, addr, conf_finished, ctx, &role,
+                              &hint);
     if (err == 0)
         return;
     free(ctx);

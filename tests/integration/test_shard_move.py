@@ -27,7 +27,7 @@ def setup():
         conf["replication"] = 2  # round-robin: shard s on nodes s, s+1 (mod 3)
 
     c = Cluster("move", offset=OFFSET, tweak=tweak)
-    c.up()
+    c.up()  # returns once every shard has a leader and the meta group its map
     c.wait_all_leaders()
 
 
@@ -234,6 +234,14 @@ def test_node_remove_drains_then_removes():
     c.wait_converged()
     # a removed node can be added again (and would then receive replicas)
     assert c.ctl_json("node", "add", 4)["state"] == "active"
+    # drain and activate: state only, replicas stay
+    assert c.ctl_json("node", "drain", 2)["state"] == "draining"
+    assert node_list()[2]["state"] == "draining"
+    st = c.wait("node 2 to lead nothing",
+                lambda: (lambda st: all(s["leader"] != 2 for s in st["shards"]) and st)(
+                    c.status()))
+    assert [n["state"] for n in st["nodes"] if n["id"] == 2] == ["draining"]
+    assert c.ctl_json("node", "activate", 2)["state"] == "active"
 
 
 def test_wrong_admin_token_is_refused():
