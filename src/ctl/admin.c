@@ -26,16 +26,6 @@
 
 /* ---- helpers -------------------------------------------------------------------- */
 
-static void print_json(json_t *j)
-{
-    char *s = json_dumps(j, JSON_COMPACT);
-    if (s) {
-        puts(s);
-        free(s);
-    }
-    json_decref(j);
-}
-
 /* A JSON string of stored bytes; null when they are not UTF-8 (users and names
  * written through the gateway always are). */
 static json_t *bytes_json(struct ch_slice s)
@@ -99,7 +89,7 @@ static int cmd_config_validate(const struct ctl_env *env, int argc, char **argv)
                             rv == 0 ? json_integer(cfg.n_shards) : json_null());
         json_object_set_new(o, "replication",
                             rv == 0 ? json_integer(cfg.replication) : json_null());
-        print_json(o);
+        ctl_print_json(o);
     } else if (rv == 0) {
         printf("%s: valid: %u nodes, %u shards x %u replicas\n", file, cfg.n_nodes,
                cfg.n_shards, cfg.replication);
@@ -263,7 +253,7 @@ int ctl_conv_inspect(struct ctl_env *env, int argc, char **argv)
         json_object_set_new(o, "last_seq", json_integer((json_int_t)g.last_seq));
         json_object_set_new(o, "member_count", json_integer(g.n_members));
         json_object_set_new(o, "members", members);
-        print_json(o);
+        ctl_print_json(o);
     } else {
         char when[48];
         format_ms(g.created_ts, when, sizeof when);
@@ -474,7 +464,7 @@ static int cmd_user_add(const struct ctl_env *env, int argc, char **argv)
         json_object_set_new(o, "shard", json_integer(shard));
         json_object_set_new(o, "created", json_true());
         json_object_set_new(o, "ts", json_integer((json_int_t)res.ts));
-        print_json(o);
+        ctl_print_json(o);
     } else {
         printf("user %s created (shard %u)\n", user, shard);
     }
@@ -514,7 +504,7 @@ static int cmd_user_set_disabled(const struct ctl_env *env, const char *verb, in
         json_object_set_new(o, "shard", json_integer(shard));
         json_object_set_new(o, "disabled", json_boolean(disable));
         json_object_set_new(o, "changed", json_boolean(!res.dup));
-        print_json(o);
+        ctl_print_json(o);
     } else {
         printf("user %s %s%s\n", user, disable ? "disabled" : "enabled",
                res.dup ? " (it already was)" : "");

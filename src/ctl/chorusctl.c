@@ -42,6 +42,7 @@ static const char *const usage_text =
     "  shard move SHARD --from A --to B   move one replica (add, catch up, promote,\n"
     "                                     remove; progress bar; Ctrl-C aborts safely)\n"
     "  shard move SHARD --abort           undo an interrupted move\n"
+    "  snapshot SHARD | snapshot --all    every replica writes a Raft snapshot now\n"
     "  node list                          nodes in the placement map, states, replicas\n"
     "  node add ID [--raft A --client A --gateway A]  register a node (then start it\n"
     "                                     with chorusd --join)\n"
@@ -227,7 +228,7 @@ static json_t *event_json(const struct clog_event *ev)
     return o;
 }
 
-static void print_json(json_t *j)
+void ctl_print_json(json_t *j)
 {
     char *s = json_dumps(j, JSON_COMPACT);
     if (s) {
@@ -262,7 +263,7 @@ static void print_result(const struct ctl_env *env, const struct proto_result *r
         json_object_set_new(o, "seq", json_integer((json_int_t)r->seq));
         json_object_set_new(o, "ts", json_integer((json_int_t)r->ts));
         json_object_set_new(o, "dup", json_boolean(r->dup));
-        print_json(o);
+        ctl_print_json(o);
     } else {
         printf("conv %" PRIu64 " seq %" PRIu64 "%s\n", r->conv, r->seq,
                r->dup ? " (duplicate: already applied)" : "");
@@ -451,7 +452,7 @@ static int cmd_history(const struct ctl_env *env, int argc, char **argv)
                 break;
             }
             if (env->json) {
-                print_json(event_json(&ev));
+                ctl_print_json(event_json(&ev));
             } else {
                 printf("%6" PRIu64 "  %-14s %-12.*s", ev.seq, clog_event_type_name(ev.type),
                        (int)ev.actor.len, (const char *)ev.actor.ptr);
@@ -542,7 +543,7 @@ static int cmd_conv_get(const struct ctl_env *env, int argc, char **argv)
             json_object_set_new(o_json, "shard",
                                 json_integer(cluster_shard_of_conv(conv, cfg.n_shards)));
             json_object_set_new(o_json, "members", members);
-            print_json(o_json);
+            ctl_print_json(o_json);
         } else {
             json_decref(members);
             json_decref(o_json);
@@ -741,7 +742,7 @@ static int cmd_status(const struct ctl_env *env, int argc, char **argv)
     /* healthy: every node answers and every shard has a leader */
     int code = down || leaderless ? CTL_FAILED : CTL_OK;
     if (env->json) {
-        print_json(st);
+        ctl_print_json(st);
         cluster_config_free(&cfg);
         return code;
     }
@@ -849,7 +850,7 @@ static int cmd_digest(const struct ctl_env *env)
         }
     }
     if (env->json)
-        print_json(out);
+        ctl_print_json(out);
     else
         json_decref(out);
     json_decref(st);
@@ -956,7 +957,7 @@ static int cmd_subscribe(const struct ctl_env *env, int argc, char **argv)
             json_array_append_new(evs, event_json(&ev));
         }
         json_object_set_new(o, "events", evs);
-        print_json(o);
+        ctl_print_json(o);
         fflush(stdout);
         printed++;
     }
@@ -1021,6 +1022,8 @@ int main(int argc, char **argv)
         return ctl_shard(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "node") == 0)
         return ctl_node(&env, argc - 2, argv + 2);
+    if (strcmp(cmd, "snapshot") == 0)
+        return ctl_snapshot(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "config") == 0)
         return ctl_config(&env, argc - 2, argv + 2);
     if (strcmp(cmd, "user") == 0)

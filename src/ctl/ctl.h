@@ -16,6 +16,9 @@ struct ctl_env {
     int json;
 };
 
+/* Prints j as one compact JSON line on stdout and releases it. */
+void ctl_print_json(json_t *j);
+
 /* Loads env->config_path; prints a message and returns CTL_USAGE on failure. */
 int ctl_load_config(const struct ctl_env *env, struct cluster_config *cfg);
 
@@ -35,6 +38,9 @@ int ctl_user(struct ctl_env *env, int argc, char **argv);
 /* `shard move`, `node list|add|drain|remove` (move.c) */
 int ctl_shard(struct ctl_env *env, int argc, char **argv);
 int ctl_node(struct ctl_env *env, int argc, char **argv);
+
+/* `snapshot SHARD|--all` (snapshot.c) */
+int ctl_snapshot(struct ctl_env *env, int argc, char **argv);
 
 /* Replaces cfg's placement (and adds nodes) with the meta group's map, read from
  * any node that answers: 0, or an error (cfg unchanged; the static placement is

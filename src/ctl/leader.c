@@ -188,11 +188,7 @@ static int cmd_transfer(const struct ctl_env *env, int argc, char **argv)
         json_object_set_new(o, "to", json_integer(res.to));
         json_object_set_new(o, "requested", to ? json_integer((json_int_t)to) : json_null());
         json_object_set_new(o, "ms", json_real(res.ms));
-        char *s = json_dumps(o, JSON_COMPACT);
-        if (s)
-            puts(s);
-        free(s);
-        json_decref(o);
+        ctl_print_json(o);
     } else if (rv == 0) {
         printf("shard %" PRIu64 ": leader %u -> %u (%.1f ms)%s\n", shard, res.from, res.to,
                res.ms, res.from == res.to ? " (already the leader)" : "");
@@ -321,11 +317,7 @@ static int cmd_balance(const struct ctl_env *env, int argc, char **argv)
         json_object_set_new(o, "moves", moves);
         json_object_set_new(o, "leaders", per_node);
         json_object_set_new(o, "spread", json_integer(spread));
-        char *s = json_dumps(o, JSON_COMPACT);
-        if (s)
-            puts(s);
-        free(s);
-        json_decref(o);
+        ctl_print_json(o);
     } else {
         json_decref(moves);
         printf("leaders per node%s:", dry_run ? " after the plan" : "");

@@ -512,10 +512,7 @@ static void print_report(const struct ctl_env *env, const struct move_report *r,
 {
     if (env->json) {
         json_t *o = report_json(r, rv);
-        char *s = json_dumps(o, JSON_COMPACT);
-        printf("%s\n", s);
-        free(s);
-        json_decref(o);
+        ctl_print_json(o);
     } else if (rv == 0) {
         printf("shard %u moved from node %u to node %u in %.0f ms (catch-up of %" PRIu64
                " entries %.0f ms)%s%s\n",
@@ -676,10 +673,7 @@ static int node_list(const struct ctl_env *env, struct cc *c)
         json_t *o = json_object();
         json_object_set_new(o, "version", json_integer((json_int_t)p.version));
         json_object_set_new(o, "nodes", arr);
-        char *s = json_dumps(o, JSON_COMPACT);
-        printf("%s\n", s);
-        free(s);
-        json_decref(o);
+        ctl_print_json(o);
     } else {
         json_decref(arr);
     }
@@ -810,10 +804,7 @@ static int node_drain_remove(const struct ctl_env *env, struct cc *c, uint32_t n
         json_object_set_new(o, "node", json_integer(node));
         json_object_set_new(o, "removed", json_boolean(!failed && !interrupted));
         json_object_set_new(o, "moves", moves);
-        char *s = json_dumps(o, JSON_COMPACT);
-        printf("%s\n", s);
-        free(s);
-        json_decref(o);
+        ctl_print_json(o);
     } else {
         json_decref(moves);
         if (!failed && !interrupted)
@@ -903,10 +894,7 @@ static int node_rejoin(const struct ctl_env *env, struct cc *c, uint32_t node)
         json_object_set_new(o, "node", json_integer(node));
         json_object_set_new(o, "ok", json_boolean(!failed && !interrupted));
         json_object_set_new(o, "groups", arr);
-        char *out = json_dumps(o, JSON_COMPACT);
-        printf("%s\n", out);
-        free(out);
-        json_decref(o);
+        ctl_print_json(o);
     } else {
         json_decref(arr);
     }

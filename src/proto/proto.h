@@ -53,7 +53,9 @@
     M(META_PROPOSE, 13, PROTO_META_PROPOSE_FIELDS)                                \
     M(META_PROPOSE_REPLY, 112, PROTO_META_PROPOSE_REPLY_FIELDS)                   \
     M(SHARD_CONF, 14, PROTO_SHARD_CONF_FIELDS)                                    \
-    M(SHARD_CONF_REPLY, 113, PROTO_SHARD_CONF_REPLY_FIELDS)
+    M(SHARD_CONF_REPLY, 113, PROTO_SHARD_CONF_REPLY_FIELDS)                       \
+    M(SNAPSHOT, 15, PROTO_SNAPSHOT_FIELDS)                                        \
+    M(SNAPSHOT_REPLY, 114, PROTO_SNAPSHOT_REPLY_FIELDS)
 
 /* err: CH_E* code; leader_hint: node id of the shard's leader if known, else 0;
  * extra: code-specific (CH_ETOOOLD: oldest retained index); message: for humans. */
@@ -140,6 +142,13 @@
  * node's role afterwards (PROTO_RAFT_ROLE_*; NONE after REMOVE). */
 #define PROTO_SHARD_CONF_FIELDS(X) X(str, admin_token) X(u32, shard) X(u8, op) X(u32, node)
 #define PROTO_SHARD_CONF_REPLY_FIELDS(X) X(u32, shard) X(u32, node) X(u8, role)
+
+/* Takes a snapshot of this node's replica of the shard now (admin): answered
+ * once it is written, with its Raft index; timeout when no entry was applied
+ * within a few seconds (send it to every replica at once: the leader commits a
+ * few entries so the others apply one too). */
+#define PROTO_SNAPSHOT_FIELDS(X) X(str, admin_token) X(u32, shard)
+#define PROTO_SNAPSHOT_REPLY_FIELDS(X) X(u32, shard) X(u64, index)
 
 enum proto_shard_conf_op {
     PROTO_SHARD_CONF_ADD = 1,
@@ -275,6 +284,8 @@ struct proto_meta_propose { PROTO_META_PROPOSE_FIELDS(PROTO__FIELD) };
 struct proto_meta_propose_reply { PROTO_META_PROPOSE_REPLY_FIELDS(PROTO__FIELD) };
 struct proto_shard_conf { PROTO_SHARD_CONF_FIELDS(PROTO__FIELD) };
 struct proto_shard_conf_reply { PROTO_SHARD_CONF_REPLY_FIELDS(PROTO__FIELD) };
+struct proto_snapshot { PROTO_SNAPSHOT_FIELDS(PROTO__FIELD) };
+struct proto_snapshot_reply { PROTO_SNAPSHOT_REPLY_FIELDS(PROTO__FIELD) };
 struct proto_user_conv { PROTO_USER_CONV_FIELDS(PROTO__FIELD) };
 /* PONG shares PING's layout. */
 #define proto_pong proto_ping
@@ -311,6 +322,8 @@ PROTO__DECLARE(META_PROPOSE, meta_propose)
 PROTO__DECLARE(META_PROPOSE_REPLY, meta_propose_reply)
 PROTO__DECLARE(SHARD_CONF, shard_conf)
 PROTO__DECLARE(SHARD_CONF_REPLY, shard_conf_reply)
+PROTO__DECLARE(SNAPSHOT, snapshot)
+PROTO__DECLARE(SNAPSHOT_REPLY, snapshot_reply)
 #undef PROTO__DECLARE
 
 /* Repeated elements: append to an open frame / read from a body. */

@@ -138,6 +138,17 @@ struct shard {
 
     struct transfer *transfer; /* the leadership transfer in progress, if any */
 
+    /* an operator's snapshot request (shard_snapshot_now) */
+    struct {
+        shard_snapshot_cb cb;
+        void *data;
+        uint64_t deadline;   /* uv_now() ms */
+        int barriers_left;   /* a leader commits a few entries to trigger it */
+        int taken;           /* fsm_snapshot ran since the request */
+        uint64_t index;
+        uint32_t threshold;  /* the configured threshold, restored afterwards */
+    } snap;
+
     /* leadership watch (for logs) */
     int last_state;
     uint32_t last_leader;
@@ -398,15 +409,37 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     *n_bufs = 1;
     s->snapshot_index = raft_last_applied(&s->raft);
     s->stats.snapshots_taken++;
+    if (s->snap.cb != NULL && !s->snap.taken) {
+        /* ours: back to the configured threshold before the next apply */
+        s->snap.taken = 1;
+        s->snap.index = s->snapshot_index;
+        raft_set_snapshot_threshold(&s->raft, s->snap.threshold);
+    }
     CH_INFO((int)s->id, "snapshot taken at index %" PRIu64 " (%zu bytes)",
             s->snapshot_index, len);
     return 0;
 }
 
+static void snap_answer(struct shard *s, int status)
+{
+    shard_snapshot_cb cb = s->snap.cb;
+    if (cb == NULL)
+        return;
+    s->snap.cb = NULL;
+    if (!s->closing)
+        raft_set_snapshot_threshold(&s->raft, s->snap.threshold);
+    cb(s->snap.data, status, s->snap.index);
+}
+
 static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[],
                                  unsigned *n_bufs)
 {
-    (void)fsm;
+    struct shard *s = fsm->data;
+    if (s->snap.cb != NULL && s->snap.taken) {
+        CH_INFO((int)s->id, "snapshot at index %" PRIu64 " written (operator request)",
+                s->snap.index);
+        snap_answer(s, 0);
+    }
     for (unsigned i = 0; i < *n_bufs; i++)
         raft_free((*bufs)[i].base);
     raft_free(*bufs);
@@ -901,10 +934,71 @@ int shard_conf(struct shard *s, int op, uint32_t node, const char *address,
 
 /* ---- leadership watch ---------------------------------------------------------------- */
 
+/* ---- snapshots on request ---------------------------------------------------------- */
+
+struct snap_barrier {
+    struct raft_barrier req;
+};
+
+static void snap_barrier_cb(struct raft_barrier *req, int status)
+{
+    (void)status;
+    free(req->data);
+}
+
+/* On a leader, commits an entry so every armed replica applies one more. */
+static void snap_kick(struct shard *s)
+{
+    if (s->snap.barriers_left <= 0 || raft_state(&s->raft) != RAFT_LEADER)
+        return;
+    s->snap.barriers_left--;
+    struct snap_barrier *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return;
+    b->req.data = b;
+    if (raft_barrier(&s->raft, &b->req, snap_barrier_cb) != 0)
+        free(b);
+}
+
+int shard_snapshot_now(struct shard *s, unsigned timeout_ms, shard_snapshot_cb cb,
+                       void *data)
+{
+    if (s->closing)
+        return CH_ESHUTDOWN;
+    if (s->snap.cb != NULL)
+        return CH_EUNAVAILABLE;
+    s->snap.cb = cb;
+    s->snap.data = data;
+    s->snap.deadline = uv_now(s->loop) + timeout_ms;
+    s->snap.barriers_left = 3;
+    s->snap.taken = 0;
+    s->snap.index = 0;
+    /* raft snapshots when applied - snapshot index >= threshold, checked after
+     * applying: with 1 the next applied entry (a leader's barrier) does it */
+    raft_set_snapshot_threshold(&s->raft, 1);
+    snap_kick(s);
+    CH_INFO((int)s->id, "snapshot requested by an operator");
+    return 0;
+}
+
+static void snap_watch(struct shard *s)
+{
+    if (s->snap.cb == NULL)
+        return;
+    if (!s->snap.taken && uv_now(s->loop) >= s->snap.deadline) {
+        CH_WARN((int)s->id, "operator snapshot: no entry applied in time, not taken");
+        snap_answer(s, CH_ETIMEOUT);
+        return;
+    }
+    if (!s->snap.taken)
+        snap_kick(s);
+}
+
 void shard_watch(struct shard *s)
 {
     if (s->closing)
         return;
+    snap_watch(s);
     int state = (int)raft_state(&s->raft);
     uint32_t leader = shard_leader_hint(s);
     uint64_t term = raft_current_term(&s->raft);
@@ -990,6 +1084,7 @@ void shard_close(struct shard *s, void (*cb)(void *data), void *data)
     answer_readers(s->pending_readers, s->n_readers, CH_ESHUTDOWN, 0);
     s->n_readers = 0;
     reset_subscribers(s, CH_ESHUTDOWN);
+    snap_answer(s, CH_ESHUTDOWN);
     if (s->transfer != NULL) {
         transfer_answer(s->transfer, CH_ESHUTDOWN, 0);
         if (!s->transfer->in_raft)
@@ -1092,6 +1187,7 @@ int shard_open(uv_loop_t *loop, const struct shard_options *opt, struct shard **
     raft_set_heartbeat_timeout(&s->raft, cfg->raft.heartbeat_timeout_ms);
     raft_set_pre_vote(&s->raft, cfg->raft.pre_vote ? true : false);
     raft_set_snapshot_threshold(&s->raft, cfg->raft.snapshot_threshold);
+    s->snap.threshold = cfg->raft.snapshot_threshold;
     raft_set_snapshot_trailing(&s->raft, cfg->raft.snapshot_trailing);
     raft_set_max_inflight_entries(&s->raft, cfg->raft.max_inflight_entries);
     /* raft refuses entries (RAFT_NOSPACE) when a majority reports less free,

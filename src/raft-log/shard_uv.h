@@ -147,6 +147,19 @@ int shard_conf(struct shard *s, int op, uint32_t node, const char *address,
 /* The role of node in the replica's current Raft configuration (PROTO_RAFT_ROLE_*). */
 int shard_raft_role(struct shard *s, uint32_t node);
 
+/*
+ * Takes a snapshot of this replica now (an operator's request, proto SNAPSHOT):
+ * the replica snapshots at its next applied entry; a leader commits a few
+ * barrier entries to make sure there is one (so ask every replica at about the
+ * same time and each gets one).  cb runs once with 0 and the snapshot's index
+ * after the snapshot is written, CH_ETIMEOUT when no entry was applied within
+ * timeout_ms, or CH_ESHUTDOWN.  Returns 0 (cb will run, never inline),
+ * CH_EUNAVAILABLE (a request is already pending) or CH_ESHUTDOWN.
+ */
+typedef void (*shard_snapshot_cb)(void *data, int status, uint64_t index);
+int shard_snapshot_now(struct shard *s, unsigned timeout_ms, shard_snapshot_cb cb,
+                       void *data);
+
 /* Logs a line when the replica's Raft state, term or known leader changed since
  * the last call (the node calls it periodically). */
 void shard_watch(struct shard *s);

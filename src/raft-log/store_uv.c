@@ -1169,6 +1169,62 @@ static void handle_shard_conf(struct conn *c, uint64_t req_id, struct ch_rbuf *b
     conn_release(c);
 }
 
+/* ---- SNAPSHOT ------------------------------------------------------------------------- */
+
+#define STORE_SNAPSHOT_TIMEOUT_MS 5000
+
+static void snapshot_done(void *data, int status, uint64_t index)
+{
+    struct conf_ctx *ctx = data;
+    struct conn *c = ctx->conn;
+    if (status == 0 && !c->closing) {
+        struct proto_snapshot_reply r = {.shard = ctx->shard, .index = index};
+        proto_encode_snapshot_reply(&c->out, ctx->req_id, &r);
+        conn_touch(c);
+    } else if (status != 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "shard %u on node %u: %s", ctx->shard, c->st->opt.node_id,
+                 status == CH_ETIMEOUT ? "no entry was applied in time (is the shard's "
+                                         "leader reachable?)"
+                                       : ch_strerror(status));
+        send_error_msg(c, ctx->req_id, status, 0, msg);
+    }
+    conn_release(c);
+    free(ctx);
+}
+
+static void handle_snapshot(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
+{
+    struct store *st = c->st;
+    struct proto_snapshot m;
+    if (proto_decode_snapshot(body, &m) != 0) {
+        send_error(c, req_id, CH_EMALFORMED, 0, 0);
+        return;
+    }
+    if (!admin_ok(c, req_id, m.admin_token))
+        return;
+    struct shard *sh = m.shard < st->opt.config->n_shards ? st->opt.shards[m.shard] : NULL;
+    if (sh == NULL) {
+        send_error(c, req_id, CH_ENOSHARD, 0, 0);
+        return;
+    }
+    struct conf_ctx *ctx = malloc(sizeof *ctx);
+    if (ctx == NULL) {
+        send_error(c, req_id, CH_ENOMEM, 0, 0);
+        return;
+    }
+    *ctx = (struct conf_ctx){.conn = c, .req_id = req_id, .shard = m.shard};
+    c->refs++;
+    int err = shard_snapshot_now(sh, STORE_SNAPSHOT_TIMEOUT_MS, snapshot_done, ctx);
+    if (err == 0)
+        return;
+    free(ctx);
+    send_error_msg(c, req_id, err, 0,
+                   err == CH_EUNAVAILABLE ? "a snapshot of this replica is already pending"
+                                          : ch_strerror(err));
+    conn_release(c);
+}
+
 /* ---- STATUS --------------------------------------------------------------------------- */
 
 static void handle_status(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
@@ -1288,6 +1344,9 @@ static void dispatch(struct conn *c, const struct proto_frame *f)
         return;
     case PROTO_SHARD_CONF:
         handle_shard_conf(c, f->req_id, &body);
+        return;
+    case PROTO_SNAPSHOT:
+        handle_snapshot(c, f->req_id, &body);
         return;
     default:
         send_error(c, f->req_id, CH_EUNKNOWN_OP, 0, 0);

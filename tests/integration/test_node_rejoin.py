@@ -60,6 +60,25 @@ def test_wiped_node_rejoins():
     assert out["to"] == 3, out
 
 
+def test_snapshot_all():
+    st = c.wait_converged()
+    out = c.ctl_json("snapshot", "--all")
+    assert len(out) == 4 * 3 and all(r["ok"] for r in out), out
+    applied = {(s["id"], r["node"]): r["applied_index"] for s in st["shards"]
+               for r in s["replicas"]}
+    for r in out:
+        assert r["index"] >= applied[(r["shard"], r["node"])] - 1, (r, applied)
+    text = c.ctl("snapshot", 2).stdout
+    assert text.count("snapshot at index") == 3, text
+    for args, code in ((("snapshot",), 2), (("snapshot", 9), 2), (("snapshot", "x"), 2)):
+        p = c.ctl(*args, check=False)
+        assert p.returncode == code, (args, p.returncode, p.stderr)
+    p = c.ctl("--token", "wrong-token-for-this", "snapshot", 1, check=False)
+    assert p.returncode == 1 and "unauthorized" in p.stdout, (p.returncode, p.stdout)
+    for n in (1, 2, 3):
+        assert "snapshot requested by an operator" in c.log(n)
+
+
 def teardown():
     c.down()
 
@@ -67,6 +86,6 @@ def teardown():
 if __name__ == "__main__":
     setup()
     try:
-        run_tests(test_wiped_node_rejoins)
+        run_tests(test_wiped_node_rejoins, test_snapshot_all)
     finally:
         teardown()
