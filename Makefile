@@ -69,7 +69,7 @@ fuzz: deps
 # `make jepsen` is one default run; `make jepsen-ci` a short matrix that fails on
 # any invalid verdict or harness error.  JEPSEN_ARGS adds options to every run.
 JEPSEN_ARGS     ?=
-JEPSEN_CI_NEMESES ?= partition kill pause clock
+JEPSEN_CI_NEMESES ?= partition kill pause clock membership
 JEPSEN_CI_TIME  ?= 45
 jepsen: build
 	@jepsen/run --build $(BUILD) --nemesis partition --time 60 $(JEPSEN_ARGS)

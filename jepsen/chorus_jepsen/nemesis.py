@@ -16,10 +16,14 @@
     clock       libfaketime offsets: bump (1-2 random nodes jump by ±0.2-300 s)
                 or strobe (one node's clock flips between two offsets every
                 10-200 ms); stop resets every offset to 0
-    all         partition,kill,pause,clock
+    membership  `chorusctl shard move` of a random shard's replica (its leader
+                half of the time) to a node that holds none, while the load
+                runs; a third of the moves are interrupted (SIGINT) after
+                0-1.5 s, which aborts them when they have not removed the old
+                replica yet; stop waits for the move to end
+    all         partition,kill,pause,clock,membership
 
-Not supported: `membership` (chorusctl has no membership commands yet) and
-`lost-writes` (see docs/jepsen.md, "Limitations").
+Not supported: `lost-writes` (see docs/jepsen.md, "Limitations").
 
 The schedule: every `interval` seconds with no fault, one fault is started
 (chosen at random among the named nemeses) and held `hold` seconds, then
@@ -28,15 +32,17 @@ stopped.  Each start and stop is recorded through the callback
 or healed, so a fault's window in history.jsonl covers the whole time it was
 active.
 """
+import json
 import random
+import signal
+import subprocess
 import threading
+import time
 
 from . import net
 
-SUPPORTED = ("none", "partition", "kill", "pause", "clock")
+SUPPORTED = ("none", "partition", "kill", "pause", "clock", "membership")
 UNSUPPORTED = {
-    "membership": "membership changes are not supported: chorusctl has no command "
-                  "to add or remove a shard replica yet",
     "lost-writes": "lost un-fsynced writes are not feasible on this machine "
                    "(no device-mapper, no lazyfs; see docs/jepsen.md, Limitations)",
 }
@@ -50,7 +56,7 @@ def parse(spec):
         if not part:
             continue
         if part == "all":
-            names += ["partition", "kill", "pause", "clock"]
+            names += ["partition", "kill", "pause", "clock", "membership"]
         elif part in UNSUPPORTED:
             raise ValueError("--nemesis %s: %s" % (part, UNSUPPORTED[part]))
         elif part not in SUPPORTED:
@@ -264,7 +270,99 @@ class Clock(Fault):
         return "clock reset"
 
 
-FAULTS = {"partition": Partition, "kill": Kill, "pause": Pause, "clock": Clock}
+class Membership(Fault):
+    """Moves one shard replica with chorusctl (add as standby, catch up,
+    promote, transfer leadership if needed, remove, commit the map): the
+    protocol of docs/architecture.md, "Placement and membership"."""
+    name = "membership"
+    MOVE_TIMEOUT = 90
+
+    def __init__(self, db, rng):
+        super().__init__(db, rng)
+        self.proc = None
+        self.desc = None
+        self.interrupt_at = None
+
+    def start(self):
+        st = self.db.status()
+        if not st:
+            raise RuntimeError("no status: cannot pick a move")
+        shards = [s for s in st["shards"] if s.get("leader") is not None
+                  and not s.get("moving")]
+        if not shards:
+            raise RuntimeError("no shard with a leader to move")
+        sh = self.rng.choice(shards)
+        place = sh["placement"]
+        outside = [n for n in self.db.ids() if n not in place]
+        if not outside:
+            raise RuntimeError("every node holds shard %d" % sh["id"])
+        src = sh["leader"] if self.rng.random() < 0.5 else self.rng.choice(place)
+        dst = self.rng.choice(outside)
+        self.proc = subprocess.Popen(
+            [self.db.chorusctl, "--config", self.db.conf_path, "--json", "shard", "move",
+             str(sh["id"]), "--from", str(src), "--to", str(dst)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.interrupt_at = None
+        mode = "move"
+        if self.rng.random() < 1 / 3:
+            self.interrupt_at = time.monotonic() + self.rng.uniform(0, 1.5)
+            mode = "move+interrupt"
+            threading.Thread(target=self._interrupt, args=(self.proc, self.interrupt_at),
+                             daemon=True).start()
+        self.desc = "%s shard %d n%d->n%d%s" % (
+            mode, sh["id"], src, dst, " (leader)" if src == sh["leader"] else "")
+        self.move = (sh["id"], src, dst)
+        return self.desc
+
+    @staticmethod
+    def _interrupt(proc, when):
+        time.sleep(max(0.0, when - time.monotonic()))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+
+    def stop(self):
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return "no move"
+        try:
+            out, err = proc.communicate(timeout=self.MOVE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            return "%s: chorusctl still running after %d s, killed" % (
+                self.desc, self.MOVE_TIMEOUT)
+        res = None
+        for line in out.splitlines():
+            try:
+                res = json.loads(line)
+            except ValueError:
+                pass
+        if res and res.get("ok"):
+            return "%s done in %.0f ms" % (self.desc, res.get("total_ms", 0))
+        if res and res.get("aborted"):
+            return "%s aborted: %s" % (self.desc, res.get("message", ""))
+        why = (res or {}).get("message") or err.strip()[-200:]
+        return "%s failed (rc %d): %s; %s" % (self.desc, proc.returncode, why,
+                                              self._settle())
+
+    def _settle(self):
+        """A move that neither finished nor aborted (a fault in the way) is left
+        half done in the map: abort it, or, once the old replica is out of the
+        group (abort refuses), run it again to finish it."""
+        shard, src, dst = self.move
+        for args in (("shard", "move", shard, "--abort"),
+                     ("shard", "move", shard, "--from", src, "--to", dst)):
+            try:
+                rc, _, err = self.db.ctl_lines(*args, timeout=self.MOVE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                continue
+            if rc == 0:
+                return "settled with `%s`" % " ".join(str(a) for a in args)
+        return "left unsettled: %s" % err[-200:]
+
+
+FAULTS = {"partition": Partition, "kill": Kill, "pause": Pause, "clock": Clock,
+          "membership": Membership}
 
 
 class Schedule:
