@@ -70,6 +70,7 @@ struct node {
     uv_timer_t poll;
     int poll_inflight;
     int poll_warned;
+    int poll_failures; /* consecutive polls without an answer */
     struct store *store;
     struct gw *gw;
     uv_signal_t sigterm, sigint;
@@ -337,8 +338,19 @@ static void poll_done(void *data, int err, const struct proto_frame *reply)
 {
     struct node *n = data;
     n->poll_inflight = 0;
-    if (err != 0 || n->stopping || reply->type != PROTO_META_GET_REPLY)
+    if (n->stopping)
         return;
+    if (err != 0 || reply->type != PROTO_META_GET_REPLY) {
+        /* say so once when the meta group stays unreachable, and when it is back */
+        if (++n->poll_failures == 20)
+            CH_WARN(-1, "placement: the meta group did not answer 20 reads in a row (%s): "
+                        "following the last map read",
+                    err ? ch_strerror(err) : "error reply");
+        return;
+    }
+    if (n->poll_failures >= 20)
+        CH_INFO(-1, "placement: the meta group answers again");
+    n->poll_failures = 0;
     struct ch_rbuf body;
     ch_rbuf_init(&body, reply->body.ptr, reply->body.len);
     struct proto_meta_get_reply m;

@@ -299,10 +299,15 @@ static int wait_hosting(struct cc *c, uint32_t node, uint32_t shard, int want,
 {
     uint64_t end = cc_now_ms() + (uint64_t)timeout_ms;
     struct replica_view v;
+    int down = 0;
     while (cc_now_ms() < end && !(want == 1 && interrupted)) {
         int h = node_shard(c, node, shard, &v);
         if (h == want)
             return 0;
+        /* waiting for a down node to delete its copy is pointless: it does when
+         * it next starts and reads the map */
+        if (want == 0 && (down = h < 0 ? down + 1 : 0) >= 3)
+            return CH_EUNAVAILABLE;
         nap(MOVE_POLL_MS);
     }
     return CH_ETIMEOUT;
@@ -313,7 +318,8 @@ static int abort_move(struct cc *c, const struct placement *p, uint32_t shard,
                       uint32_t from, uint32_t to, char *msg, size_t len)
 {
     struct replica_view v;
-    for (int attempt = 0; attempt < 20; attempt++) {
+    int removed = 0;
+    for (int attempt = 0; attempt < 20 && !removed; attempt++) {
         uint32_t leader = find_leader(c, p, shard, to, &v);
         if (leader == 0) {
             nap(500);
@@ -343,7 +349,16 @@ static int abort_move(struct cc *c, const struct placement *p, uint32_t shard,
         int rv = shard_conf_call(c, shard, PROTO_SHARD_CONF_REMOVE, to, &role, msg, len);
         if (rv != 0)
             return rv;
-        break;
+        removed = 1;
+    }
+    if (!removed) {
+        /* Never tell the map before Raft let go of B: its node would delete a
+         * replica that may still be a voter. */
+        snprintf(msg, len,
+                 "shard %u: could not remove node %u from the group (no leader found); "
+                 "the move stays in progress: run `shard move %u --abort` again",
+                 shard, to, shard);
+        return CH_EUNAVAILABLE;
     }
     struct placement_cmd cmd = {
         .op = PLACEMENT_MOVE_ABORT, .shard = shard, .from = from, .to = to};
@@ -442,8 +457,8 @@ static int run_move(const struct ctl_env *env, struct cc *c, uint32_t shard,
             nap(300);
         }
     }
-    /* From here on only forward: Ctrl-C no longer aborts. */
-    signal(SIGINT, SIG_IGN);
+    /* From here on only forward: Ctrl-C no longer aborts this move (the steps
+     * below never look at `interrupted`; `node remove` stops after it). */
     for (int attempt = 0;; attempt++) {
         rv = shard_conf_call(c, shard, PROTO_SHARD_CONF_REMOVE, from, &role, msg, len);
         if (rv == 0)
@@ -456,7 +471,12 @@ static int run_move(const struct ctl_env *env, struct cc *c, uint32_t shard,
     if ((rv = meta_propose(c, &cmd, NULL, msg, len)) != 0)
         goto out;
     progress(env, shard, to, "cleanup", 1, 1);
-    if (wait_hosting(c, from, shard, 0, MOVE_CLOSE_TIMEOUT_MS) != 0)
+    if ((rv = wait_hosting(c, from, shard, 0, MOVE_CLOSE_TIMEOUT_MS)) == CH_EUNAVAILABLE)
+        snprintf(msg, len,
+                 "moved; node %u is down: it deletes its old replica when it next "
+                 "starts and reads the placement",
+                 from);
+    else if (rv != 0)
         snprintf(msg, len,
                  "moved; node %u has not deleted its old replica yet (it does when "
                  "it next reads the placement)",

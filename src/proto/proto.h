@@ -115,9 +115,10 @@
 #define PROTO_TRANSFER_FIELDS(X) X(str, admin_token) X(u32, shard) X(u32, to_node)
 
 /*
- * Admin messages (TRANSFER, META_PROPOSE, SHARD_CONF) carry the cluster's
- * admin.token; a node whose config sets one answers any other token with
- * unauthorized (CH_EUNAUTHORIZED) before doing anything.
+ * Admin messages (TRANSFER, META_PROPOSE, SHARD_CONF, SNAPSHOT) carry the
+ * cluster's admin.token; a node whose config sets one answers any other token
+ * with unauthorized (CH_EUNAUTHORIZED) once the message decodes, before acting
+ * on it.
  */
 
 /* The placement map (placement.h).  flags 0: a linearizable read, answered by the
@@ -144,7 +145,8 @@
 #define PROTO_SHARD_CONF_REPLY_FIELDS(X) X(u32, shard) X(u32, node) X(u8, role)
 
 /* Takes a snapshot of this node's replica of the shard now (admin): answered
- * once it is written, with its Raft index; timeout when no entry was applied
+ * once raft_uv's snapshot file of that index is on disk, with the index
+ * (io_error when raft finished without it); timeout when no entry was applied
  * within a few seconds (send it to every replica at once: the leader commits a
  * few entries so the others apply one too). */
 #define PROTO_SNAPSHOT_FIELDS(X) X(str, admin_token) X(u32, shard)

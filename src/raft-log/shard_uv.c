@@ -21,6 +21,7 @@
  */
 #include "shard_uv.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -420,6 +421,26 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     return 0;
 }
 
+/* Does the replica's directory hold raft_uv's snapshot-TERM-INDEX-TIME(.meta)
+ * files of this index? */
+static int snapshot_on_disk(const struct shard *s, uint64_t index)
+{
+    DIR *d = opendir(s->dir);
+    if (d == NULL)
+        return 0;
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        unsigned long long term, idx, ts;
+        char tail[8] = "";
+        if (sscanf(e->d_name, "snapshot-%llu-%llu-%llu%7s", &term, &idx, &ts, tail) >= 3 &&
+            idx == index && tail[0] == 0)
+            found = 1;
+    }
+    closedir(d);
+    return found;
+}
+
 static void snap_answer(struct shard *s, int status)
 {
     shard_snapshot_cb cb = s->snap.cb;
@@ -436,9 +457,16 @@ static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[
 {
     struct shard *s = fsm->data;
     if (s->snap.cb != NULL && s->snap.taken) {
-        CH_INFO((int)s->id, "snapshot at index %" PRIu64 " written (operator request)",
-                s->snap.index);
-        snap_answer(s, 0);
+        /* raft calls finalize whether or not the write worked: look for the file */
+        if (snapshot_on_disk(s, s->snap.index)) {
+            CH_INFO((int)s->id, "snapshot at index %" PRIu64 " written (operator request)",
+                    s->snap.index);
+            snap_answer(s, 0);
+        } else {
+            CH_ERROR((int)s->id, "snapshot at index %" PRIu64 " was not written (operator "
+                                 "request): is the disk full?", s->snap.index);
+            snap_answer(s, CH_EIO);
+        }
     }
     for (unsigned i = 0; i < *n_bufs; i++)
         raft_free((*bufs)[i].base);

@@ -1203,9 +1203,16 @@ static void handle_snapshot(struct conn *c, uint64_t req_id, struct ch_rbuf *bod
     }
     if (!admin_ok(c, req_id, m.admin_token))
         return;
-    struct shard *sh = m.shard < st->opt.config->n_shards ? st->opt.shards[m.shard] : NULL;
+    if (m.shard >= st->opt.config->n_shards) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "no shard %u (the cluster has %u)", m.shard,
+                 st->opt.config->n_shards);
+        send_error_msg(c, req_id, CH_EINVAL, 0, msg);
+        return;
+    }
+    struct shard *sh = st->opt.shards[m.shard];
     if (sh == NULL) {
-        send_error(c, req_id, CH_ENOSHARD, 0, 0);
+        send_error(c, req_id, CH_ENOSHARD, first_replica(st, m.shard), 0);
         return;
     }
     struct conf_ctx *ctx = malloc(sizeof *ctx);
