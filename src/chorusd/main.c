@@ -29,6 +29,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +72,8 @@ struct node {
     int poll_inflight;
     int poll_warned;
     int poll_failures; /* consecutive polls without an answer */
+    int disk_low;
+    unsigned watch_ticks;
     struct store *store;
     struct gw *gw;
     uv_signal_t sigterm, sigint;
@@ -217,6 +220,8 @@ static void on_signal(uv_signal_t *h, int signum)
     node_stop(n, 0);
 }
 
+static void watch_disk(struct node *n);
+
 static void on_watch(uv_timer_t *h)
 {
     struct node *n = h->data;
@@ -225,6 +230,8 @@ static void on_watch(uv_timer_t *h)
             shard_watch(n->shards[i]);
     if (n->meta != NULL)
         meta_watch(n->meta);
+    if (++n->watch_ticks % 25 == 1) /* every 5 s */
+        watch_disk(n);
 }
 
 /* ---- placement: follow the meta group ------------------------------------------------
@@ -444,6 +451,37 @@ static size_t shard_metrics(void *data, struct metrics_shard *out, size_t max)
     return k;
 }
 
+/* statvfs of the data directory: what an unprivileged chorusd may still write. */
+static int node_disk(void *data, uint64_t *free_bytes, uint64_t *total_bytes)
+{
+    struct node *n = data;
+    struct statvfs v;
+    if (statvfs(n->data_dir, &v) != 0)
+        return -1;
+    *free_bytes = (uint64_t)v.f_bavail * v.f_frsize;
+    *total_bytes = (uint64_t)v.f_blocks * v.f_frsize;
+    return 0;
+}
+
+/* Disk full is otherwise silent (libraft drops append errors): warn below 10%
+ * or 1 GiB free, once per crossing, checked with the watch timer. */
+static void watch_disk(struct node *n)
+{
+    uint64_t free_b, total;
+    if (node_disk(n, &free_b, &total) != 0)
+        return;
+    int low = free_b < total / 10 || free_b < (1ull << 30);
+    if (low && !n->disk_low)
+        CH_WARN(-1, "data directory %s is nearly full: %" PRIu64 " MiB free of %" PRIu64
+                    " MiB (Raft stops persisting silently when it is full: "
+                    "docs/operations.md, Disk full)",
+                n->data_dir, free_b >> 20, total >> 20);
+    else if (!low && n->disk_low)
+        CH_INFO(-1, "data directory %s: %" PRIu64 " MiB free again", n->data_dir,
+                free_b >> 20);
+    n->disk_low = low;
+}
+
 static uint32_t node_connections(void *data)
 {
     struct node *n = data;
@@ -613,6 +651,7 @@ int main(int argc, char **argv)
             .placement = &n->cached,
             .connections = node_connections,
             .connections_data = n,
+            .disk = node_disk,
         };
         rv = store_listen(&n->loop, &so, &n->store, err, sizeof err);
         if (rv == 0)
@@ -633,6 +672,7 @@ int main(int argc, char **argv)
         if (rv == 0) {
             store_set_publish(n->store, gw_on_publish, n->gw);
             gw_set_metrics_source(n->gw, shard_metrics, n, so.start_time_ms);
+            gw_set_disk_source(n->gw, node_disk, n);
         }
         if (rv != 0) {
             CH_ERROR(-1, "cannot start: %s", err);

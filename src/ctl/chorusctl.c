@@ -618,6 +618,12 @@ static json_t *collect_status(const struct cluster_config *cfg, int digest)
             json_object_set_new(nj, "uptime_ms", json_integer((json_int_t)sr.uptime_ms));
             json_object_set_new(nj, "version", str_json(sr.version));
             json_object_set_new(nj, "connections", json_integer(sr.gw_connections));
+            if (sr.disk_total_bytes > 0) {
+                json_object_set_new(nj, "disk_free_bytes",
+                                    json_integer((json_int_t)sr.disk_free_bytes));
+                json_object_set_new(nj, "disk_total_bytes",
+                                    json_integer((json_int_t)sr.disk_total_bytes));
+            }
             for (uint32_t k = 0; k < sr.n_shards; k++) {
                 struct proto_shard_status ss;
                 if (proto_get_shard_status(&body, &ss) != 0 || ss.shard >= cfg->n_shards)
@@ -748,7 +754,8 @@ static int cmd_status(const struct ctl_env *env, int argc, char **argv)
     }
     printf("cluster %s: %u nodes (%d down), %u shards x %u replicas, %d without leader\n\n",
            cfg.name, cfg.n_nodes, down, cfg.n_shards, cfg.replication, leaderless);
-    printf("NODE  ADDRESS                UP    STATE     UPTIME     CONNS   VERSION\n");
+    printf("NODE  ADDRESS                UP    STATE     UPTIME     CONNS   DISK FREE  "
+           "VERSION\n");
     json_array_foreach(json_object_get(st, "nodes"), i, n)
     {
         int up = json_is_true(json_object_get(n, "up"));
@@ -760,10 +767,16 @@ static int cmd_status(const struct ctl_env *env, int argc, char **argv)
         if (up)
             snprintf(conns, sizeof conns, "%lld",
                      json_integer_value(json_object_get(n, "connections")));
-        printf("%-5lld %-22s %-5s %-9s %-10s %-7s %s\n",
+        char disk[24] = "-";
+        json_t *dt = json_object_get(n, "disk_total_bytes");
+        if (dt && json_integer_value(dt) > 0)
+            snprintf(disk, sizeof disk, "%.0f%%",
+                     100.0 * (double)json_integer_value(json_object_get(n, "disk_free_bytes")) /
+                         (double)json_integer_value(dt));
+        printf("%-5lld %-22s %-5s %-9s %-10s %-7s %-10s %s\n",
                json_integer_value(json_object_get(n, "id")),
                json_string_value(json_object_get(n, "client")), up ? "up" : "DOWN",
-               json_string_value(json_object_get(n, "state")), uptime, conns,
+               json_string_value(json_object_get(n, "state")), uptime, conns, disk,
                up ? json_string_value(json_object_get(n, "version")) : "-");
     }
     printf("\nSHARD LEADER TERM   REPLICAS (node:role commit/applied lag%s)\n",

@@ -73,6 +73,8 @@ struct gw {
     uint32_t node_id;
     void *ctx; /* struct lws_context * */
     char web_dir[512];
+    int (*disk_fn)(void *data, uint64_t *free_bytes, uint64_t *total_bytes);
+    void *disk_data;
     struct rpc *rpc;
     struct rpc_sub **subs; /* per shard: this gateway's follow of its committed stream */
     struct fan *fan;

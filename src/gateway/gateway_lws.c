@@ -545,6 +545,8 @@ static int metrics_respond(struct lws *wsi, struct gw *gw)
                         : 0,
         .gateway = &g,
     };
+    if (gw->disk_fn != NULL)
+        m.have_disk = gw->disk_fn(gw->disk_data, &m.disk_free_bytes, &m.disk_total_bytes) == 0;
     struct ch_wbuf b;
     ch_wbuf_init(&b);
     int rv = metrics_render(&m, &b);
@@ -904,6 +906,12 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
     CH_INFO(-1, "gateway listening on http://%s:%u (web client: %s)", self->gateway.host,
             self->gateway.port, gw->web_dir[0] ? gw->web_dir : "not found");
     return 0;
+}
+
+void gw_set_disk_source(struct gw *gw, gw_disk_fn fn, void *data)
+{
+    gw->disk_fn = fn;
+    gw->disk_data = data;
 }
 
 uint32_t gw_connections(const struct gw *gw)

@@ -38,6 +38,11 @@ void gw_on_publish(void *data, const struct proto_publish *m);
 void gw_set_metrics_source(struct gw *gw, gw_shard_metrics_fn fn, void *data,
                            uint64_t start_ms);
 
+/* Sets where GET /metrics reads the data directory's free and total bytes
+ * (returns 0 when it could). */
+typedef int (*gw_disk_fn)(void *data, uint64_t *free_bytes, uint64_t *total_bytes);
+void gw_set_disk_source(struct gw *gw, gw_disk_fn fn, void *data);
+
 /* Open WebSocket connections right now. */
 uint32_t gw_connections(const struct gw *gw);
 

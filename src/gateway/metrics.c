@@ -298,6 +298,15 @@ int metrics_render(const struct metrics_node *m, struct ch_wbuf *out)
     sample_head(out, "chorus_uptime_seconds", "", l, 1);
     put_scaled(out, m->uptime_ms, 3);
     ch_put_raw(out, "\n", 1);
+    if (m->have_disk) {
+        struct label dl[1] = {{"node", node}};
+        family(out, "chorus_data_disk_free_bytes", "gauge",
+               "Bytes available to chorusd on the data directory's file system.");
+        sample_u64(out, "chorus_data_disk_free_bytes", dl, 1, m->disk_free_bytes);
+        family(out, "chorus_data_disk_total_bytes", "gauge",
+               "Size of the data directory's file system in bytes.");
+        sample_u64(out, "chorus_data_disk_total_bytes", dl, 1, m->disk_total_bytes);
+    }
     render_shards(out, m, node);
     if (m->gateway != NULL)
         render_gateway(out, m->gateway, node);

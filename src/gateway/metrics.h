@@ -64,6 +64,9 @@ struct metrics_node {
     const struct metrics_shard *shards;
     size_t n_shards;
     const struct metrics_gateway *gateway; /* NULL: no gateway families */
+    /* The data directory's file system (statvfs); have_disk 0: not rendered. */
+    int have_disk;
+    uint64_t disk_free_bytes, disk_total_bytes;
 };
 
 /* The Content-Type of the rendered text. */

@@ -171,10 +171,10 @@ enum proto_raft_role {
 #define PROTO_STATUS_FIELDS(X) X(u8, flags)
 
 /* Repeated: n_shards × proto_shard_status.  gw_connections: the node's open
- * WebSocket connections. */
+ * WebSocket connections; disk_*: its data directory's file system (0: unknown). */
 #define PROTO_STATUS_REPLY_FIELDS(X)                                               \
     X(u32, node_id) X(u64, uptime_ms) X(str, version) X(u32, gw_connections)         \
-    X(u32, n_shards)
+    X(u64, disk_free_bytes) X(u64, disk_total_bytes) X(u32, n_shards)
 
 /* A user record, read on the user's shard (flags: PROTO_FLAG_STALE_OK). */
 #define PROTO_USER_GET_FIELDS(X) X(str, user) X(u8, flags)

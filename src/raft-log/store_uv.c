@@ -1254,6 +1254,9 @@ static void handle_status(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
             st->opt.connections ? st->opt.connections(st->opt.connections_data) : 0,
         .n_shards = n,
     };
+    if (st->opt.disk != NULL &&
+        st->opt.disk(st->opt.connections_data, &r.disk_free_bytes, &r.disk_total_bytes) != 0)
+        r.disk_free_bytes = r.disk_total_bytes = 0;
     proto_encode_status_reply(&c->out, req_id, &r);
     for (uint32_t i = 0; i < st->opt.config->n_shards; i++) {
         struct shard *sh = st->opt.shards[i];

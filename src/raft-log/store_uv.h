@@ -34,6 +34,8 @@ struct store_options {
     /* The node's open WebSocket connections, for STATUS (may be NULL). */
     uint32_t (*connections)(void *data);
     void *connections_data;
+    /* The data directory's free and total bytes, for STATUS (may be NULL; 0 ok). */
+    int (*disk)(void *data, uint64_t *free_bytes, uint64_t *total_bytes);
 };
 
 /*

@@ -190,6 +190,12 @@ def check_shards(per_node, n_shards):
             assert sum(states.values()) == 1 and len(states) == 4, (node, shard, states)
         assert one(samples, "chorus_build_info") == 1
         assert one(samples, "chorus_uptime_seconds") > 0
+        free, total = (one(samples, "chorus_data_disk_free_bytes"),
+                       one(samples, "chorus_data_disk_total_bytes"))
+        assert 0 < free <= total, (node, free, total)
+    st = cluster.status()
+    for n in st["nodes"]:
+        assert 0 < n["disk_free_bytes"] <= n["disk_total_bytes"], n
     assert all(v == 1 for v in leaders.values()), "leaders per shard: %r" % leaders
     for s in range(n_shards):
         assert len(hosts[s]) == cluster.conf.get("replication", 3), (s, hosts[s])
