@@ -1800,6 +1800,23 @@ static void fan_overflow_cb(void *data, uint64_t conn)
                       "the connection fell too far behind; reconnect and sync");
 }
 
+/* A user's account was disabled (a committed USER_UPDATE): its open WebSockets
+ * end now, as new ones and REST calls with its token are refused. */
+static void disconnect_user(struct gw *gw, struct ch_slice user)
+{
+    size_t it = 0;
+    const struct ch_map_slot *slot;
+    while (ch_map_next(&gw->clients, &it, &slot)) {
+        struct gw_client *c = slot->val;
+        if (c->http || !c->authed || c->closing || c->user_len != user.len ||
+            memcmp(c->user, user.ptr, user.len) != 0)
+            continue;
+        CH_INFO(-1, "gateway: closing a session of disabled user %.*s", (int)user.len,
+                c->user);
+        gw_client_goodbye(c, "forbidden", "this account was disabled");
+    }
+}
+
 static void stream_entry(void *data, uint32_t shard, uint64_t index, const uint8_t *events,
                          size_t len, uint32_t n_events)
 {
@@ -1810,7 +1827,10 @@ static void stream_entry(void *data, uint32_t shard, uint64_t index, const uint8
         struct clog_event ev;
         if (clog_event_decode(&r, &ev) != 0)
             break;
-        fan_event_at(gw->fan, &ev, shard, index);
+        if (ev.type == CLOG_EV_USER_DISABLED)
+            disconnect_user(gw, ev.actor);
+        else
+            fan_event_at(gw->fan, &ev, shard, index);
     }
 }
 

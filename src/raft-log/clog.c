@@ -816,7 +816,7 @@ static int set_blob(struct clog_blob *field, struct ch_slice value,
 }
 
 static int apply_user_update(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
-                             struct clog_result *res)
+                             struct clog_result *res, struct clog_output *out)
 {
     struct ch_slice value = cmd->body;
     size_t min = 0, max = 0;
@@ -864,8 +864,27 @@ static int apply_user_update(struct clog *c, const struct clog_cmd *cmd, uint64_
     case CLOG_USER_PASSWORD:
         return set_blob(&u->password_record, value, res);
     case CLOG_USER_DISABLED:
-        if (u->disabled == cmd->ref_seq)
+        if (u->disabled == cmd->ref_seq) {
             res->dup = 1;
+            return 0;
+        }
+        if (cmd->ref_seq == 1) {
+            /* tell the gateways, through the stream only: they close its sessions */
+            struct clog_event ev;
+            memset(&ev, 0, sizeof ev);
+            ev.type = CLOG_EV_USER_DISABLED;
+            ev.ts = ts;
+            ev.actor = cmd->actor;
+            ch_wbuf_reset(&c->tmp);
+            clog_event_encode(&c->tmp, &ev);
+            size_t before = out->events.len;
+            ch_put_raw(&out->events, c->tmp.data, c->tmp.len);
+            if (ch_wbuf_error(&c->tmp) || ch_wbuf_error(&out->events)) {
+                out->events.len = before;
+                return CH_ENOMEM;
+            }
+            out->n_events++;
+        }
         u->disabled = (uint8_t)cmd->ref_seq;
         return 0;
     default: /* CLOG_USER_LAST_SEEN */
@@ -886,7 +905,7 @@ static int apply_cmd(struct clog *c, const struct clog_cmd *cmd, uint64_t ts,
         if (cmd->conv != 0 || !valid_user(cmd->actor))
             return CH_EINVAL;
         return cmd->op == CLOG_OP_USER_CREATE ? apply_user_create(c, cmd, ts, res)
-                                              : apply_user_update(c, cmd, ts, res);
+                                              : apply_user_update(c, cmd, ts, res, out);
     }
     if (cmd->conv == 0 || !valid_user(cmd->actor))
         return CH_EINVAL;

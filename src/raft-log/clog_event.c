@@ -10,7 +10,7 @@ const char *clog_event_type_name(int type)
 {
     static const char *const names[] = {
         "?", "created", "member_added", "member_removed", "member_left",
-        "message", "edited", "deleted", "reaction", "receipt",
+        "message", "edited", "deleted", "reaction", "receipt", "user_disabled",
     };
     if (type <= 0 || type >= CLOG_EV__MAX)
         return "?";

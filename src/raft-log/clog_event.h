@@ -25,6 +25,9 @@ enum clog_event_type {
     CLOG_EV_DELETED,        /* actor deleted ref_seq */
     CLOG_EV_REACTION,       /* actor added/removed (kind) reaction body on ref_seq */
     CLOG_EV_RECEIPT,        /* actor's cursor kind (delivered|read) moved to ref_seq */
+    CLOG_EV_USER_DISABLED,  /* conv 0, seq 0: actor's account was disabled.  Only in
+                               the committed stream (gateways close its sessions),
+                               never in a conversation's history */
     CLOG_EV__MAX
 };
 

@@ -12,7 +12,8 @@ Checked:
  - user add hashes a record the gateway's login verifies (so it went to the user's
    shard), from --password-stdin and --password; a second add (or a WebSocket
    register of the name) is a conflict; bad ids / short passwords are usage errors;
- - user disable makes login answer `forbidden`, user enable lets it in again; both
+ - user disable closes the user's open WebSockets (goodbye `forbidden`) and makes
+   login answer `forbidden`, user enable lets it in again; both
    are idempotent (dup reported), and an unknown user is `not_found`.
 """
 import glob
@@ -225,9 +226,20 @@ def test_user_disable_enable():
     c = cluster
     c.ctl("user", "add", "gina", "--password", "gina-secret-3")
     token = login(GW[0], "gina", "gina-secret-3")["token"]
+    # sessions open on every gateway when the account gets disabled
+    open_ws = []
+    for gw in GW:
+        w = WsClient(gw)
+        assert w.request("auth", token=token)["user"] == "gina"
+        open_ws.append(w)
 
     p = c.ctl("user", "disable", "gina")
     assert p.stdout.strip() == "user gina disabled", p.stdout
+    for w in open_ws:  # each gateway learns it from the committed stream
+        status = w.wait_closed(timeout=10)
+        byes = [m for m in w.pushes if m.get("type") == "goodbye"]
+        assert byes and byes[0]["code"] == "forbidden", (byes, status, w.pushes)
+        w.close()
     for gw in GW:
         assert login_error(gw, "gina", "gina-secret-3") == "forbidden"
         # a token issued before the disable no longer opens a session either

@@ -851,9 +851,20 @@ static void user_update_rules(void)
     CHECK(user_create(c, "alice", "pw-2", "").dup);
     r = user_update(c, "alice", CLOG_USER_DISABLED, "", 1);
     CHECK(r.err == 0 && !r.dup && user_of(c, "alice").disabled == 1);
+    /* disabling (only that) tells the gateways: one stream-only event, conv 0 */
+    CHECK_EQ_INT((int)out.n_events, 1);
+    {
+        struct ch_rbuf er;
+        struct clog_event ev;
+        ch_rbuf_init(&er, out.events.data, out.events.len);
+        CHECK(clog_event_decode(&er, &ev) == 0 && ev.type == CLOG_EV_USER_DISABLED &&
+              ev.conv == 0 && ev.seq == 0 && slice_is(ev.actor, "alice"));
+    }
     CHECK(user_update(c, "alice", CLOG_USER_DISABLED, "", 1).dup);
+    CHECK_EQ_INT((int)out.n_events, 0);
     r = user_update(c, "alice", CLOG_USER_DISABLED, "", 0);
     CHECK(r.err == 0 && !r.dup && user_of(c, "alice").disabled == 0);
+    CHECK_EQ_INT((int)out.n_events, 0);
     CHECK(user_update(c, "alice", CLOG_USER_DISABLED, "", 0).dup);
     /* last seen only moves forward */
     r = user_update(c, "alice", CLOG_USER_LAST_SEEN, "", 90000);
