@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <uv.h>
 
 #include <ftw.h>
@@ -74,6 +75,7 @@ struct node {
     int poll_failures; /* consecutive polls without an answer */
     int disk_low;
     unsigned watch_ticks;
+    uint64_t start_ms;
     struct store *store;
     struct gw *gw;
     uv_signal_t sigterm, sigint;
@@ -482,6 +484,167 @@ static void watch_disk(struct node *n)
     n->disk_low = low;
 }
 
+/* ---- the admin HTTP API (GET /admin/v1/status, /admin/v1/placement) ------------------- */
+
+static const char *role_name(int role)
+{
+    static const char *const names[] = {"unavailable", "follower", "candidate", "leader"};
+    return role >= 0 && role < 4 ? names[role] : "unavailable";
+}
+
+static const char *conf_role_name(int role)
+{
+    return role == PROTO_RAFT_ROLE_VOTER     ? "voter"
+           : role == PROTO_RAFT_ROLE_STANDBY ? "standby"
+           : role == PROTO_RAFT_ROLE_SPARE   ? "spare"
+                                             : "none";
+}
+
+static json_t *admin_status(struct node *n, int digest)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "node", json_integer(n->id));
+    json_object_set_new(o, "cluster", json_string(n->config.name));
+    json_object_set_new(o, "version", json_string(CHORUS_VERSION));
+    json_object_set_new(o, "uptime_ms", json_integer((json_int_t)(uv_now(&n->loop) - n->start_ms)));
+    json_object_set_new(o, "connections", json_integer(gw_connections(n->gw)));
+    uint64_t free_b, total;
+    if (node_disk(n, &free_b, &total) == 0) {
+        json_object_set_new(o, "disk_free_bytes", json_integer((json_int_t)free_b));
+        json_object_set_new(o, "disk_total_bytes", json_integer((json_int_t)total));
+    }
+    json_object_set_new(o, "placement_version", json_integer((json_int_t)n->cached.version));
+    json_t *meta = json_object();
+    json_object_set_new(meta, "voter", json_boolean(n->meta != NULL));
+    if (n->meta != NULL)
+        json_object_set_new(meta, "leader", json_integer(meta_leader_hint(n->meta)));
+    json_object_set_new(o, "meta", meta);
+    json_t *shards = json_array();
+    for (uint32_t s = 0; s < n->config.n_shards; s++) {
+        struct shard *sh = n->shards[s];
+        if (sh == NULL)
+            continue;
+        struct raft *r = shard_raft(sh);
+        struct clog_stats cs;
+        clog_stats(shard_clog(sh), &cs);
+        int leader = raft_state(r) == RAFT_LEADER;
+        json_t *j = json_object();
+        json_object_set_new(j, "shard", json_integer(s));
+        json_object_set_new(j, "role", json_string(role_name((int)raft_state(r))));
+        json_object_set_new(j, "term", json_integer((json_int_t)raft_current_term(r)));
+        json_object_set_new(j, "commit_index", json_integer((json_int_t)raft_commit_index(r)));
+        json_object_set_new(j, "applied_index", json_integer((json_int_t)raft_last_applied(r)));
+        json_object_set_new(j, "last_index", json_integer((json_int_t)raft_last_index(r)));
+        json_object_set_new(j, "leader", json_integer(shard_leader_hint(sh)));
+        json_object_set_new(j, "snapshot_index", json_integer((json_int_t)shard_snapshot_index(sh)));
+        json_object_set_new(j, "conversations", json_integer((json_int_t)cs.conversations));
+        json_object_set_new(j, "events", json_integer((json_int_t)cs.events));
+        if (digest) {
+            char hex[24];
+            snprintf(hex, sizeof hex, "%016" PRIx64, clog_digest(shard_clog(sh)));
+            json_object_set_new(j, "digest", json_string(hex));
+        }
+        json_t *reps = json_array();
+        for (unsigned k = 0; k < r->configuration.n; k++) {
+            uint32_t id = (uint32_t)r->configuration.servers[k].id;
+            json_t *rj = json_object();
+            json_object_set_new(rj, "node", json_integer(id));
+            json_object_set_new(rj, "raft_role", json_string(conf_role_name(shard_raft_role(sh, id))));
+            raft_index match = 0;
+            if (leader && raft_match_index(r, id, &match) == 0)
+                json_object_set_new(rj, "match_index", json_integer((json_int_t)match));
+            json_array_append_new(reps, rj);
+        }
+        json_object_set_new(j, "replicas", reps);
+        json_array_append_new(shards, j);
+    }
+    json_object_set_new(o, "shards", shards);
+    return o;
+}
+
+static json_t *addr_json(const struct cluster_addr *a)
+{
+    char buf[96];
+    snprintf(buf, sizeof buf, "%s:%u", a->host, a->port);
+    return json_string(buf);
+}
+
+static json_t *admin_placement(const struct placement *p)
+{
+    static const char *const states[] = {"?", "active", "draining", "removed"};
+    json_t *o = json_object();
+    json_object_set_new(o, "version", json_integer((json_int_t)p->version));
+    json_t *meta = json_array();
+    for (uint32_t i = 0; i < p->n_meta; i++)
+        json_array_append_new(meta, json_integer(p->meta[i]));
+    json_object_set_new(o, "meta", meta);
+    json_t *nodes = json_array();
+    for (uint32_t i = 0; i < p->n_nodes; i++) {
+        const struct placement_node *nd = &p->nodes[i];
+        json_t *j = json_object();
+        json_object_set_new(j, "id", json_integer(nd->addr.id));
+        json_object_set_new(j, "state", json_string(nd->state <= 3 ? states[nd->state] : "?"));
+        json_object_set_new(j, "raft", addr_json(&nd->addr.raft));
+        json_object_set_new(j, "client", addr_json(&nd->addr.client));
+        json_object_set_new(j, "gateway", addr_json(&nd->addr.gateway));
+        json_array_append_new(nodes, j);
+    }
+    json_object_set_new(o, "nodes", nodes);
+    json_t *shards = json_array();
+    for (uint32_t s = 0; s < p->n_shards; s++) {
+        json_t *j = json_object(), *reps = json_array();
+        json_object_set_new(j, "shard", json_integer(s));
+        for (uint32_t i = 0; i < p->replication; i++)
+            json_array_append_new(reps, json_integer(p->replicas[s * p->replication + i]));
+        json_object_set_new(j, "replicas", reps);
+        if (p->moves[s].to != 0) {
+            json_t *mv = json_object();
+            json_object_set_new(mv, "from", json_integer(p->moves[s].from));
+            json_object_set_new(mv, "to", json_integer(p->moves[s].to));
+            json_object_set_new(j, "moving", mv);
+        }
+        json_array_append_new(shards, j);
+    }
+    json_object_set_new(o, "shards", shards);
+    return o;
+}
+
+static unsigned node_admin(void *data, const char *path, const char *query,
+                           struct ch_wbuf *out)
+{
+    struct node *n = data;
+    json_t *j = NULL;
+    unsigned status = 200;
+    if (strcmp(path, "/admin/v1/status") == 0) {
+        j = admin_status(n, strcmp(query, "1") == 0);
+    } else if (strcmp(path, "/admin/v1/placement") == 0) {
+        const struct placement *p = &n->cached;
+        if (n->meta != NULL && meta_placement(n->meta)->version >= p->version)
+            p = meta_placement(n->meta);
+        if (p->version == 0) {
+            status = 503;
+            j = json_pack("{s:{s:s,s:s}}", "error", "code", "unavailable", "message",
+                          "no placement map yet");
+        } else {
+            j = admin_placement(p);
+        }
+    } else {
+        status = 404;
+        j = json_pack("{s:{s:s,s:s}}", "error", "code", "not_found", "message",
+                      "no such admin endpoint (GET /admin/v1/status, /admin/v1/placement)");
+    }
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (text == NULL) {
+        out->oom = 1;
+        return 500;
+    }
+    ch_put_raw(out, text, strlen(text));
+    ch_put_raw(out, "\n", 1);
+    free(text);
+    return status;
+}
+
 static uint32_t node_connections(void *data)
 {
     struct node *n = data;
@@ -644,7 +807,7 @@ int main(int argc, char **argv)
             .config = &n->config,
             .node_id = n->id,
             .shards = n->shards,
-            .start_time_ms = uv_now(&n->loop),
+            .start_time_ms = n->start_ms = uv_now(&n->loop),
             .max_frame = PROTO_DEFAULT_MAX_FRAME,
             .max_conn_backlog = 256u << 20,
             .meta = n->meta,
@@ -673,6 +836,7 @@ int main(int argc, char **argv)
             store_set_publish(n->store, gw_on_publish, n->gw);
             gw_set_metrics_source(n->gw, shard_metrics, n, so.start_time_ms);
             gw_set_disk_source(n->gw, node_disk, n);
+            gw_set_admin_source(n->gw, node_admin, n);
         }
         if (rv != 0) {
             CH_ERROR(-1, "cannot start: %s", err);

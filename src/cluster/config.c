@@ -108,7 +108,7 @@ static int get_opt_uint(json_t *obj, const char *where, const char *key, uint32_
 static int parse_node(json_t *n, size_t index, struct cluster_config *cfg, char *err,
                       size_t errlen)
 {
-    static const char *const keys[] = {"id", "raft", "client", "gateway", NULL};
+    static const char *const keys[] = {"id", "raft", "client", "gateway", "admin", NULL};
     static const char *const roles[] = {"raft", "client", "gateway"};
     char where[32];
     snprintf(where, sizeof where, "nodes[%zu]", index);
@@ -136,6 +136,10 @@ static int parse_node(json_t *n, size_t index, struct cluster_config *cfg, char 
             return ch_fail(err, errlen, CH_ECONFIG, "%s.%s: expected \"a.b.c.d:port\"",
                            where, roles[i]);
     }
+    json_t *admin = json_object_get(n, "admin");
+    if (admin != NULL &&
+        (!json_is_string(admin) || cluster_addr_parse(json_string_value(admin), &node->admin) != 0))
+        return ch_fail(err, errlen, CH_ECONFIG, "%s.admin: expected \"a.b.c.d:port\"", where);
     return 0;
 }
 
@@ -172,8 +176,8 @@ static int ports_overlap(const struct cluster_addr *a, uint32_t a_n,
  */
 static int check_addresses(const struct cluster_config *cfg, char *err, size_t errlen)
 {
-    static const char *const roles[] = {"raft", "client", "gateway"};
-    const uint32_t width[3] = {cfg->n_shards + 1, 1, 1};
+    static const char *const roles[] = {"raft", "client", "gateway", "admin"};
+    const uint32_t width[4] = {cfg->n_shards + 1, 1, 1, 1};
     for (uint32_t i = 0; i < cfg->n_nodes; i++) {
         const struct cluster_node *a = &cfg->nodes[i];
         if ((uint32_t)a->raft.port + cfg->n_shards > 65535)
@@ -182,13 +186,15 @@ static int check_addresses(const struct cluster_config *cfg, char *err, size_t e
                 "nodes[%u].raft: %u shards and the meta group need ports %u..%u, "
                 "beyond 65535",
                 i, cfg->n_shards, a->raft.port, a->raft.port + cfg->n_shards);
-        const struct cluster_addr *aa[3] = {&a->raft, &a->client, &a->gateway};
+        const struct cluster_addr *aa[4] = {&a->raft, &a->client, &a->gateway, &a->admin};
         for (uint32_t j = i; j < cfg->n_nodes; j++) {
             const struct cluster_node *b = &cfg->nodes[j];
-            const struct cluster_addr *bb[3] = {&b->raft, &b->client, &b->gateway};
-            for (int x = 0; x < 3; x++)
-                for (int y = i == j ? x + 1 : 0; y < 3; y++)
-                    if (ports_overlap(aa[x], width[x], bb[y], width[y]))
+            const struct cluster_addr *bb[4] = {&b->raft, &b->client, &b->gateway,
+                                                &b->admin};
+            for (int x = 0; x < 4; x++)
+                for (int y = i == j ? x + 1 : 0; y < 4; y++)
+                    if (aa[x]->port != 0 && bb[y]->port != 0 &&
+                        ports_overlap(aa[x], width[x], bb[y], width[y]))
                         return ch_fail(
                             err, errlen, CH_ECONFIG,
                             "nodes[%u].%s and nodes[%u].%s: addresses overlap%s", i,

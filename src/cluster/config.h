@@ -29,6 +29,9 @@ struct cluster_node {
     struct cluster_addr raft;
     struct cluster_addr client;
     struct cluster_addr gateway;
+    /* Optional ("admin"): the node's admin HTTP API (/admin/v1, /metrics) on its
+     * own listener; port 0 = served on the gateway address instead. */
+    struct cluster_addr admin;
 };
 
 struct cluster_raft_tuning {

@@ -184,6 +184,11 @@ int ctl_conv_inspect(struct ctl_env *env, int argc, char **argv)
         return rv;
     uint32_t shard = cluster_shard_of_conv(conv, cfg.n_shards);
     json_t *status = ctl_status(&cfg, 0);
+    if (ctl_status_unauthorized(status, "conv inspect")) {
+        json_decref(status);
+        cluster_config_free(&cfg);
+        return CTL_FAILED;
+    }
     uint32_t leader;
     uint64_t term;
     json_t *replicas = shard_replicas(&cfg, status, shard, &leader, &term);

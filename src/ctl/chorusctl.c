@@ -19,6 +19,7 @@
 #include "../raft-log/clog_event.h"
 #include "client.h"
 #include "ctl.h"
+#include "http.h"
 
 static const char *const usage_text =
     "usage: chorusctl [--config FILE | --dir DIR] [--json] [--token T] COMMAND ...\n"
@@ -563,17 +564,10 @@ struct node_view {
     uint32_t *replica_nodes; /* per shard status: up to CLUSTER_MAX_REPLICATION */
 };
 
-static const char *role_str(uint8_t r)
-{
-    static const char *const names[] = {"unavailable", "follower", "candidate", "leader"};
-    return r < 4 ? names[r] : "?";
-}
-
-/* Queries every node; returns a JSON object {nodes, shards}. */
+/* Asks every node's admin HTTP API (GET /admin/v1/status); returns a JSON object
+ * {nodes, shards}. */
 static json_t *collect_status(const struct cluster_config *cfg, int digest)
 {
-    struct cc c;
-    cc_init(&c, cfg);
     json_t *nodes = json_array();
     json_t *shards = json_array();
     json_t **per_shard = calloc(cfg->n_shards, sizeof *per_shard);
@@ -598,72 +592,76 @@ static json_t *collect_status(const struct cluster_config *cfg, int digest)
                                         : pn->state == PLACEMENT_NODE_DRAINING
                                             ? "draining"
                                             : "removed"));
-        struct ch_wbuf f;
-        ch_wbuf_init(&f);
-        uint64_t id = cc_req_id(&c);
-        struct proto_status m = {.flags = digest ? PROTO_STATUS_FLAG_DIGEST : 0};
-        proto_encode_status(&f, id, &m);
-        struct cc_reply r;
-        int err = cc_call(&c, nd->id, &f, id, 2000, &r);
-        ch_wbuf_free(&f);
-        struct ch_rbuf body;
-        struct proto_status_reply sr;
-        int up = err == 0 && r.f.type == PROTO_STATUS_REPLY;
-        if (up) {
-            ch_rbuf_init(&body, r.f.body.ptr, r.f.body.len);
-            up = proto_decode_status_reply(&body, &sr) == 0;
-        }
+        /* the node's admin HTTP API (GET /admin/v1/status, bearer admin token) */
+        const struct cluster_addr *aa = ctl_admin_addr(nd);
+        char admin[96];
+        snprintf(admin, sizeof admin, "%s:%u", aa->host, aa->port);
+        json_object_set_new(nj, "admin", json_string(admin));
+        int hstatus = 0;
+        char *text = NULL;
+        size_t text_len = 0;
+        int err = ctl_http_get(aa, digest ? "/admin/v1/status?digest=1" : "/admin/v1/status",
+                               ctl_admin_token(cfg), 3000, &hstatus, &text, &text_len);
+        json_t *ns = err == 0 && hstatus == 200 ? json_loadb(text, text_len, 0, NULL) : NULL;
+        int up = json_is_object(ns) &&
+                 (uint32_t)json_integer_value(json_object_get(ns, "node")) == nd->id;
+        if (err == 0 && hstatus == 401)
+            json_object_set_new(nj, "error", json_string("unauthorized: wrong admin token"));
+        else if (err == 0 && !up)
+            json_object_set_new(nj, "error", json_string("unexpected admin API reply"));
+        free(text);
         json_object_set_new(nj, "up", json_boolean(up));
         if (up) {
-            json_object_set_new(nj, "uptime_ms", json_integer((json_int_t)sr.uptime_ms));
-            json_object_set_new(nj, "version", str_json(sr.version));
-            json_object_set_new(nj, "connections", json_integer(sr.gw_connections));
-            if (sr.disk_total_bytes > 0) {
-                json_object_set_new(nj, "disk_free_bytes",
-                                    json_integer((json_int_t)sr.disk_free_bytes));
-                json_object_set_new(nj, "disk_total_bytes",
-                                    json_integer((json_int_t)sr.disk_total_bytes));
+            static const char *const copy[] = {"uptime_ms", "version", "connections",
+                                               "disk_free_bytes", "disk_total_bytes",
+                                               "placement_version"};
+            for (size_t k = 0; k < sizeof copy / sizeof copy[0]; k++) {
+                json_t *v = json_object_get(ns, copy[k]);
+                if (v)
+                    json_object_set(nj, copy[k], v);
             }
-            for (uint32_t k = 0; k < sr.n_shards; k++) {
-                struct proto_shard_status ss;
-                if (proto_get_shard_status(&body, &ss) != 0 || ss.shard >= cfg->n_shards)
-                    break;
+            size_t k;
+            json_t *ss;
+            json_array_foreach(json_object_get(ns, "shards"), k, ss)
+            {
+                json_int_t shard = json_integer_value(json_object_get(ss, "shard"));
+                if (shard < 0 || shard >= (json_int_t)cfg->n_shards)
+                    continue;
                 json_t *rj = json_object();
                 json_object_set_new(rj, "node", json_integer(nd->id));
-                json_object_set_new(rj, "role", json_string(role_str(ss.role)));
-                json_object_set_new(rj, "term", json_integer((json_int_t)ss.term));
-                json_object_set_new(rj, "commit_index",
-                                    json_integer((json_int_t)ss.commit_index));
-                json_object_set_new(rj, "applied_index",
-                                    json_integer((json_int_t)ss.applied_index));
-                json_object_set_new(rj, "last_index", json_integer((json_int_t)ss.last_index));
-                json_object_set_new(rj, "conversations",
-                                    json_integer((json_int_t)ss.conversations));
-                json_object_set_new(rj, "events", json_integer((json_int_t)ss.events));
-                if (digest) {
-                    char hex[24];
-                    snprintf(hex, sizeof hex, "%016" PRIx64, ss.digest);
-                    json_object_set_new(rj, "digest", json_string(hex));
+                static const char *const fields[] = {"role", "term", "commit_index",
+                                                     "applied_index", "last_index",
+                                                     "conversations", "events", "digest"};
+                for (size_t x = 0; x < sizeof fields / sizeof fields[0]; x++) {
+                    json_t *v = json_object_get(ss, fields[x]);
+                    if (v)
+                        json_object_set(rj, fields[x], v);
                 }
                 json_t *members = json_array(), *standbys = json_array();
-                for (uint32_t x = 0; x < ss.n_replicas; x++) {
-                    struct proto_replica rep;
-                    if (proto_get_replica(&body, &rep) != 0)
-                        break;
-                    json_array_append_new(
-                        rep.raft_role == PROTO_RAFT_ROLE_VOTER ? members : standbys,
-                        json_integer(rep.node_id));
+                size_t y;
+                json_t *rep;
+                json_array_foreach(json_object_get(ss, "replicas"), y, rep)
+                {
+                    const char *role = json_string_value(json_object_get(rep, "raft_role"));
+                    json_array_append_new(role && strcmp(role, "voter") == 0 ? members
+                                                                             : standbys,
+                                          json_integer(json_integer_value(
+                                              json_object_get(rep, "node"))));
                 }
                 json_object_set_new(rj, "members", members);
                 json_object_set_new(rj, "standbys", standbys);
-                json_array_append_new(per_shard[ss.shard], rj);
-                if (ss.role == PROTO_ROLE_LEADER && ss.term >= best_term[ss.shard]) {
-                    best_term[ss.shard] = ss.term;
-                    leader[ss.shard] = nd->id;
-                    leader_commit[ss.shard] = ss.commit_index;
+                json_array_append_new(per_shard[shard], rj);
+                const char *role = json_string_value(json_object_get(ss, "role"));
+                uint64_t term = (uint64_t)json_integer_value(json_object_get(ss, "term"));
+                if (role && strcmp(role, "leader") == 0 && term >= best_term[shard]) {
+                    best_term[shard] = term;
+                    leader[shard] = nd->id;
+                    leader_commit[shard] =
+                        (uint64_t)json_integer_value(json_object_get(ss, "commit_index"));
                 }
             }
         }
+        json_decref(ns);
         json_array_append_new(nodes, nj);
     }
     for (uint32_t s = 0; s < cfg->n_shards; s++) {
@@ -706,7 +704,6 @@ static json_t *collect_status(const struct cluster_config *cfg, int digest)
     free(best_term);
     free(leader);
     free(leader_commit);
-    cc_close(&c);
     json_t *out = json_object();
     json_object_set_new(out, "cluster", json_string(cfg->name));
     json_object_set_new(out, "placement_version",
@@ -715,6 +712,21 @@ static json_t *collect_status(const struct cluster_config *cfg, int digest)
     json_object_set_new(out, "nodes", nodes);
     json_object_set_new(out, "shards", shards);
     return out;
+}
+
+int ctl_status_unauthorized(const json_t *status, const char *what)
+{
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(status, "nodes"), i, n)
+    {
+        const char *e = json_string_value(json_object_get(n, "error"));
+        if (e && strncmp(e, "unauthorized", 12) == 0) {
+            fprintf(stderr, "chorusctl: %s: unauthorized (wrong admin token)\n", what);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 json_t *ctl_status(const struct cluster_config *cfg, int digest)
@@ -775,9 +787,15 @@ static int cmd_status(const struct ctl_env *env, int argc, char **argv)
                          (double)json_integer_value(dt));
         printf("%-5lld %-22s %-5s %-9s %-10s %-7s %-10s %s\n",
                json_integer_value(json_object_get(n, "id")),
-               json_string_value(json_object_get(n, "client")), up ? "up" : "DOWN",
+               json_string_value(json_object_get(n, "client")),
+               up ? "up" : json_object_get(n, "error") ? "ERR" : "DOWN",
                json_string_value(json_object_get(n, "state")), uptime, conns, disk,
                up ? json_string_value(json_object_get(n, "version")) : "-");
+        json_t *nerr = json_object_get(n, "error");
+        if (nerr)
+            fprintf(stderr, "chorusctl: node %lld (%s): %s\n",
+                    json_integer_value(json_object_get(n, "id")),
+                    json_string_value(json_object_get(n, "admin")), json_string_value(nerr));
     }
     printf("\nSHARD LEADER TERM   REPLICAS (node:role commit/applied lag%s)\n",
            digest ? " digest" : "");

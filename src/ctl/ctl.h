@@ -56,6 +56,10 @@ int ctl_fetch_placement(const struct cluster_config *cfg, struct placement *out)
  * config's admin.token. */
 const char *ctl_admin_token(const struct cluster_config *cfg);
 
+/* Does the status sweep show that nodes refused the admin token?  Then prints
+ * "chorusctl: WHAT: unauthorized (wrong admin token)" and returns 1. */
+int ctl_status_unauthorized(const json_t *status, const char *what);
+
 /* Asks every node for its status: {cluster, nodes: [{id, up, ...}] in config order,
  * shards: [{id, leader (null if none), term, placement, replicas}]}.  The caller
  * owns the result (json_decref). */

@@ -157,6 +157,11 @@ static int cmd_transfer(const struct ctl_env *env, int argc, char **argv)
         return CTL_USAGE;
     }
     json_t *st = ctl_status(&cfg, 0);
+    if (ctl_status_unauthorized(st, "leader transfer")) {
+        json_decref(st);
+        cluster_config_free(&cfg);
+        return CTL_FAILED;
+    }
     uint32_t *leaders = st ? status_leaders(st, cfg.n_shards) : NULL;
     uint32_t from = leaders ? leaders[shard] : 0;
     free(leaders);
@@ -217,6 +222,11 @@ static int cmd_balance(const struct ctl_env *env, int argc, char **argv)
     uint32_t ids[CLUSTER_MAX_NODES];
     uint8_t up[CLUSTER_MAX_NODES];
     json_t *st = ctl_status(&cfg, 0);
+    if (ctl_status_unauthorized(st, "leader balance")) {
+        json_decref(st);
+        cluster_config_free(&cfg);
+        return CTL_FAILED;
+    }
     uint32_t *leaders = st ? status_leaders(st, cfg.n_shards) : NULL;
     for (uint32_t i = 0; i < cfg.n_nodes; i++) {
         ids[i] = cfg.nodes[i].id;

@@ -74,6 +74,10 @@ struct gw {
     void *ctx; /* struct lws_context * */
     char web_dir[512];
     int (*disk_fn)(void *data, uint64_t *free_bytes, uint64_t *total_bytes);
+    unsigned (*admin_fn)(void *data, const char *path, const char *query,
+                         struct ch_wbuf *out);
+    void *admin_data;
+    void *admin_vhost; /* struct lws_vhost * of the admin address, or NULL */
     void *disk_data;
     struct rpc *rpc;
     struct rpc_sub **subs; /* per shard: this gateway's follow of its committed stream */

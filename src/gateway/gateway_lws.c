@@ -435,6 +435,32 @@ static void copy_arg(struct lws *wsi, const char *name, char *out, int len)
         memmove(out, out + strlen(name), strlen(out + strlen(name)) + 1);
 }
 
+/* ---- /admin/v1 ---------------------------------------------------------------------------- */
+
+static int metrics_authorized(struct lws *wsi, const struct gw *gw);
+
+static int admin_respond(struct lws *wsi, struct gw *gw, const char *uri, char method)
+{
+    if (!metrics_authorized(wsi, gw))
+        return http_error(wsi, 401, "unauthorized", "missing or invalid admin token");
+    if (method != 'G')
+        return http_error(wsi, 405, "bad_request", "method not allowed");
+    if (gw->admin_fn == NULL)
+        return http_error(wsi, 503, "unavailable", "the node is starting");
+    char query[128] = "";
+    copy_arg(wsi, "digest=", query, sizeof query);
+    struct ch_wbuf b;
+    ch_wbuf_init(&b);
+    unsigned status = gw->admin_fn(gw->admin_data, uri, query, &b);
+    int rv;
+    if (ch_wbuf_error(&b) != 0)
+        rv = http_error(wsi, 500, "internal", "out of memory");
+    else
+        rv = http_write_type(wsi, status, "application/json", (const char *)b.data, b.len);
+    ch_wbuf_free(&b);
+    return rv;
+}
+
 /* ---- /metrics ------------------------------------------------------------------------------ */
 
 void gw_set_metrics_source(struct gw *gw, gw_shard_metrics_fn fn, void *data,
@@ -715,6 +741,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                 return http_error(wsi, 405, "bad_request", "method not allowed");
             return metrics_respond(wsi, gw);
         }
+        int on_admin = gw->admin_vhost != NULL && lws_get_vhost(wsi) == gw->admin_vhost;
+        if (strncmp(uri, "/admin/", 7) == 0 && (on_admin || gw->admin_vhost == NULL))
+            return admin_respond(wsi, gw, uri, pss->method);
+        if (on_admin)
+            return http_error(wsi, 404, "not_found", "the admin address serves /admin/v1, "
+                                                     "/metrics and /healthz only");
         if (strncmp(uri, "/api/v1/", 8) != 0)
             return http_error(wsi, 404, "not_found", "no such endpoint");
         copy_arg(wsi, "after=", pss->query_after, sizeof pss->query_after);
@@ -817,7 +849,8 @@ static void find_web_dir(struct gw *gw, const char *web_dir)
     }
 }
 
-static struct lws_http_mount mount_web, mount_api, mount_health, mount_metrics;
+static struct lws_http_mount mount_web, mount_api, mount_health, mount_metrics, mount_admin;
+static struct lws_http_mount amount_admin, amount_metrics, amount_health;
 
 int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
             const char *web_dir, struct gw **out, char *err, size_t errlen)
@@ -888,6 +921,12 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
     mount_metrics.origin = "chorus";
     mount_metrics.origin_protocol = LWSMPRO_CALLBACK;
     mount_health.mount_next = &mount_metrics;
+    memset(&mount_admin, 0, sizeof mount_admin);
+    mount_admin.mountpoint = "/admin";
+    mount_admin.mountpoint_len = 6;
+    mount_admin.origin = "chorus";
+    mount_admin.origin_protocol = LWSMPRO_CALLBACK;
+    mount_metrics.mount_next = &mount_admin;
     if (gw->web_dir[0]) {
         memset(&mount_web, 0, sizeof mount_web);
         mount_web.mountpoint = "/";
@@ -895,7 +934,7 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
         mount_web.origin = gw->web_dir;
         mount_web.def = "index.html";
         mount_web.origin_protocol = LWSMPRO_FILE;
-        mount_metrics.mount_next = &mount_web;
+        mount_admin.mount_next = &mount_web;
     }
     vinfo.mounts = &mount_api;
     if (lws_create_vhost(gw->ctx, &vinfo) == NULL) {
@@ -905,7 +944,35 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
     }
     CH_INFO(-1, "gateway listening on http://%s:%u (web client: %s)", self->gateway.host,
             self->gateway.port, gw->web_dir[0] ? gw->web_dir : "not found");
+    if (self->admin.port != 0) {
+        /* the admin API on its own address (firewalled apart from the public one) */
+        amount_admin = mount_admin;
+        amount_metrics = mount_metrics;
+        amount_health = mount_health;
+        amount_admin.mount_next = &amount_metrics;
+        amount_metrics.mount_next = &amount_health;
+        amount_health.mount_next = NULL;
+        struct lws_context_creation_info ainfo = vinfo;
+        ainfo.port = self->admin.port;
+        ainfo.iface = self->admin.host;
+        ainfo.vhost_name = "chorus-admin";
+        ainfo.mounts = &amount_admin;
+        gw->admin_vhost = lws_create_vhost(gw->ctx, &ainfo);
+        if (gw->admin_vhost == NULL) {
+            snprintf(err, errlen, "admin API on %s:%u: cannot listen (port in use?)",
+                     self->admin.host, self->admin.port);
+            return CH_EIO;
+        }
+        CH_INFO(-1, "admin API listening on http://%s:%u/admin/v1/", self->admin.host,
+                self->admin.port);
+    }
     return 0;
+}
+
+void gw_set_admin_source(struct gw *gw, gw_admin_fn fn, void *data)
+{
+    gw->admin_fn = fn;
+    gw->admin_data = data;
 }
 
 void gw_set_disk_source(struct gw *gw, gw_disk_fn fn, void *data)

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "../cluster/config.h"
+#include "../common/codec.h"
 
 struct gw;
 struct metrics_shard;
@@ -42,6 +43,16 @@ void gw_set_metrics_source(struct gw *gw, gw_shard_metrics_fn fn, void *data,
  * (returns 0 when it could). */
 typedef int (*gw_disk_fn)(void *data, uint64_t *free_bytes, uint64_t *total_bytes);
 void gw_set_disk_source(struct gw *gw, gw_disk_fn fn, void *data);
+
+/*
+ * The admin HTTP API (GET /admin/v1/...): fn writes the JSON body for `path`
+ * (e.g. "/admin/v1/status") and `query` (may be empty) into out and returns the
+ * HTTP status.  Served, behind the admin token, on the node's admin address when
+ * the config gives one, else on the gateway address.
+ */
+typedef unsigned (*gw_admin_fn)(void *data, const char *path, const char *query,
+                                struct ch_wbuf *out);
+void gw_set_admin_source(struct gw *gw, gw_admin_fn fn, void *data);
 
 /* Open WebSocket connections right now. */
 uint32_t gw_connections(const struct gw *gw);

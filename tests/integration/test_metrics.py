@@ -1,6 +1,9 @@
 """GET /metrics on every gateway of a real 3-node cluster ("metrics", ports +10000).
 
 Checked:
+ - the admin HTTP API (GET /admin/v1/status, /placement) on the nodes' admin
+   addresses (nodes 1, 2) or the gateway address (node 3): token, JSON, digests,
+   admin-only listeners; chorusctl status reads it, a wrong token is refused;
  - the admin token: 401 with a JSON error without a token, with a wrong one and
    with a malformed header; 200 with the right one; POST is refused;
  - the text parses as Prometheus exposition format 0.0.4 (a strict parser below:
@@ -33,11 +36,11 @@ LABEL = r"([a-zA-Z_][a-zA-Z0-9_]*)=\"((?:[^\"\\\n]|\\[\\\"n])*)\""
 SAMPLE = re.compile(r"^(%s)(?:\{((?:%s)(?:,%s)*)?\})? (\S+)$" % (NAME, LABEL, LABEL))
 
 
-def get_metrics(addr, auth=None):
+def get_metrics(addr, auth=None, path="/metrics"):
     host, port = addr.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     headers = {"Authorization": auth} if auth is not None else {}
-    conn.request("GET", "/metrics", headers=headers)
+    conn.request("GET", path, headers=headers)
     resp = conn.getresponse()
     body = resp.read()
     ctype = resp.getheader("Content-Type")
@@ -155,6 +158,10 @@ def setup():
         conf["admin"] = {"token": TOKEN}
         conf["gateway"] = {"rate": {"login_per_s": 1000, "login_burst": 1000}}
         conf["auth"]["scrypt_log2_n"] = 10
+        # nodes 1 and 2 serve the admin API on an address of their own; node 3 on
+        # its gateway address
+        for i, n in enumerate(conf["nodes"][:2]):
+            n["admin"] = "127.0.0.1:%d" % (17401 + i)
 
     cluster = Cluster("metrics", offset=10000, tweak=tweak)
     cluster.up()
@@ -176,6 +183,56 @@ def test_admin_token_required():
         assert status == 200
         status, _ = rest(gw, "POST", "/metrics", body={}, token=TOKEN)
         assert status in (404, 405), status
+
+
+def admin_addr(n):
+    return n.get("admin", n["gateway"])
+
+
+def get_json(addr, path, auth="Bearer " + TOKEN):
+    status, ctype, body = get_metrics(addr, auth, path)
+    assert ctype.startswith("application/json"), (addr, path, ctype)
+    return status, json.loads(body)
+
+
+def test_admin_api():
+    nodes = cluster.conf["nodes"]
+    for n in nodes:
+        addr = admin_addr(n)
+        for auth in (None, "Bearer wrong-token-wrong-token-xx", "Bearer " + TOKEN[:-1]):
+            status, body = get_json(addr, "/admin/v1/status", auth)
+            assert status == 401 and body["error"]["code"] == "unauthorized", (addr, body)
+        status, st = get_json(addr, "/admin/v1/status")
+        assert status == 200 and st["node"] == n["id"], st
+        assert st["cluster"] == cluster.conf["name"] and st["placement_version"] >= 1, st
+        assert 0 < st["disk_free_bytes"] <= st["disk_total_bytes"], st
+        assert len(st["shards"]) == 16 and all(len(s["replicas"]) == 3 for s in st["shards"])
+        assert all(r["raft_role"] == "voter" for s in st["shards"] for r in s["replicas"])
+        leaders = [s for s in st["shards"] if s["role"] == "leader"]
+        assert all("match_index" in r for s in leaders for r in s["replicas"]), leaders
+        status, d = get_json(addr, "/admin/v1/status?digest=1")
+        assert status == 200 and all(len(s["digest"]) == 16 for s in d["shards"]), d
+        status, p = get_json(addr, "/admin/v1/placement")
+        assert status == 200 and p["version"] >= 1 and p["meta"] == [1, 2, 3], p
+        assert [x["id"] for x in p["nodes"]] == [1, 2, 3] and len(p["shards"]) == 16, p
+        status, body = get_json(addr, "/admin/v1/nothing-here")
+        assert status == 404 and body["error"]["code"] == "not_found", body
+        status, _, _ = get_metrics(addr, "Bearer " + TOKEN)
+        assert status == 200, (addr, status)
+    for n in nodes[:2]:  # an admin address serves the admin API only ...
+        status, _, _ = get_metrics(n["admin"], "Bearer " + TOKEN, "/api/v1/conversations")
+        assert status == 404, status
+        assert rest(n["admin"], "GET", "/healthz")[0] == 200
+        # ... and the gateway then does not
+        status, _, _ = get_metrics(n["gateway"], "Bearer " + TOKEN, "/admin/v1/status")
+        assert status == 404, status
+    # chorusctl status reads every node through it, with the admin token
+    st = cluster.status()
+    assert [x["admin"] for x in st["nodes"]] == [admin_addr(n) for n in nodes], st["nodes"]
+    assert all(x["up"] for x in st["nodes"]), st["nodes"]
+    p = cluster.ctl("--token", "not-the-admin-token-at-all", "status", check=False)
+    assert p.returncode == 1 and p.stderr.count("unauthorized: wrong admin token") == 3, (
+        p.returncode, p.stderr)
 
 
 def check_shards(per_node, n_shards):
@@ -285,6 +342,6 @@ def test_metrics_follow_traffic():
 if __name__ == "__main__":
     setup()
     try:
-        run_tests(test_admin_token_required, test_metrics_follow_traffic)
+        run_tests(test_admin_token_required, test_admin_api, test_metrics_follow_traffic)
     finally:
         cluster.down()
