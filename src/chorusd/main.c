@@ -513,7 +513,10 @@ static json_t *admin_status(struct node *n, int digest)
         json_object_set_new(o, "disk_free_bytes", json_integer((json_int_t)free_b));
         json_object_set_new(o, "disk_total_bytes", json_integer((json_int_t)total));
     }
-    json_object_set_new(o, "placement_version", json_integer((json_int_t)n->cached.version));
+    uint64_t version = n->cached.version;
+    if (n->meta != NULL && meta_placement(n->meta)->version > version)
+        version = meta_placement(n->meta)->version;
+    json_object_set_new(o, "placement_version", json_integer((json_int_t)version));
     json_t *meta = json_object();
     json_object_set_new(meta, "voter", json_boolean(n->meta != NULL));
     if (n->meta != NULL)

@@ -202,9 +202,11 @@ def test_admin_api():
         for auth in (None, "Bearer wrong-token-wrong-token-xx", "Bearer " + TOKEN[:-1]):
             status, body = get_json(addr, "/admin/v1/status", auth)
             assert status == 401 and body["error"]["code"] == "unauthorized", (addr, body)
-        status, st = get_json(addr, "/admin/v1/status")
-        assert status == 200 and st["node"] == n["id"], st
-        assert st["cluster"] == cluster.conf["name"] and st["placement_version"] >= 1, st
+        # a node adopts the map a few hundred ms after the meta group has it
+        st = cluster.wait("node %d to know the placement map" % n["id"], lambda: (
+            lambda r: r[0] == 200 and r[1]["placement_version"] >= 1 and r[1])(
+                get_json(addr, "/admin/v1/status")))
+        assert st["node"] == n["id"] and st["cluster"] == cluster.conf["name"], st
         assert 0 < st["disk_free_bytes"] <= st["disk_total_bytes"], st
         assert len(st["shards"]) == 16 and all(len(s["replicas"]) == 3 for s in st["shards"])
         assert all(r["raft_role"] == "voter" for s in st["shards"] for r in s["replicas"])
