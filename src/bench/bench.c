@@ -1,13 +1,16 @@
 /*
  * chorus-bench: measures a chorus cluster against the physical floor of the machine
  * it runs on (issue 6).  This file is the command line: options, the human table,
- * --json, --plot (gnuplot) and the progress line.  The modes run in floor_uv.c and
- * latency_uv.c.
+ * --json, --plot (gnuplot) and the progress line.  The modes run in floor_uv.c,
+ * latency_uv.c and throughput_uv.c.
  *
  *   chorus-bench floor --data DIR [--samples N] [--json] [--plot FILE.png]
  *   chorus-bench latency --gateway HOST:PORT [--gateway2 HOST:PORT] [--count N]
  *                [--rate R] [--size BYTES] [--kind direct|group] [--timeout-ms MS]
  *                [--floor-data DIR [--floor-samples N]] [--json] [--plot FILE.png]
+ *   chorus-bench throughput --gateway HOST:PORT [--gateway HOST:PORT ...]
+ *                [--connections N] [--convs M] [--window W] [--duration S]
+ *                [--size BYTES] [--json] [--plot FILE.png]
  *
  * Exit status: 0 the run completed without errors, 1 it failed or counted errors,
  * 2 usage.  Latencies in --json are microseconds (floats), percentiles by nearest
@@ -51,6 +54,17 @@ static const char usage_text[] =
     "    --floor-data DIR     also measure the floor on DIR's disk and report\n"
     "                         floor_ratio = ack p99 / (fsync p99 + 2 * rtt p99)\n"
     "    --floor-samples N    floor samples (default 1000)\n"
+    "  throughput N connections (one user each) over M group conversations, a window\n"
+    "             of sends in flight per connection: acked/s, delivered/s, ack p99\n"
+    "    --gateway HOST:PORT  a gateway (required; repeat it to spread connections)\n"
+    "    --connections N      connections (default 64)\n"
+    "    --convs M            group conversations (default 64)\n"
+    "    --window W           sends in flight per connection (default 4)\n"
+    "    --duration S         seconds of measurement after setup (default 10)\n"
+    "    --size BYTES         message body size (default 200)\n"
+    "                         (needs a config with raised gateway.rate.send_per_s /\n"
+    "                         send_burst / login_per_s / login_burst: the defaults\n"
+    "                         of 50/s per user and 5 logins/s per address throttle it)\n"
     "\n"
     "common options:\n"
     "  --json                 one JSON object on stdout (latencies in microseconds)\n"
@@ -124,6 +138,7 @@ struct options {
     int json;
     const char *plot;
     struct bench_latency_options lat;
+    struct bench_throughput_options thr;
 };
 
 static int parse_size(const char *opt, const char *s, size_t min, size_t max, size_t *out)
@@ -173,9 +188,14 @@ static int parse_options(int argc, char **argv, struct options *o)
     o->lat.rate = 40;
     o->lat.size = 200;
     o->lat.timeout_ms = 10000;
+    o->thr.connections = 64;
+    o->thr.convs = 64;
+    o->thr.window = 4;
+    o->thr.duration_s = 10;
+    o->thr.size = 200;
     int have_gw = 0, have_gw2 = 0;
     if (argc < 2)
-        return usage_error("a mode is required: floor or latency");
+        return usage_error("a mode is required: floor, latency or throughput");
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         fputs(usage_text, stdout);
         exit(0);
@@ -183,8 +203,9 @@ static int parse_options(int argc, char **argv, struct options *o)
     o->mode = argv[1];
     int floor_mode = strcmp(o->mode, "floor") == 0;
     int latency_mode = strcmp(o->mode, "latency") == 0;
-    if (!floor_mode && !latency_mode)
-        return usage_error("unknown mode \"%s\" (floor or latency)", o->mode);
+    int throughput_mode = strcmp(o->mode, "throughput") == 0;
+    if (!floor_mode && !latency_mode && !throughput_mode)
+        return usage_error("unknown mode \"%s\" (floor, latency or throughput)", o->mode);
     for (int i = 2; i < argc; i++) {
         char name[64];
         const char *arg = argv[i], *val = NULL;
@@ -211,9 +232,13 @@ static int parse_options(int argc, char **argv, struct options *o)
             "--data",       "--samples",       "--plot", "--gateway", "--gateway2",
             "--count",      "--rate",          "--size", "--kind",    "--timeout-ms",
             "--floor-data", "--floor-samples", NULL};
+        static const char *const throughput_with_value[] = {
+            "--connections", "--convs", "--window", "--duration", NULL};
         int known = 0;
         for (size_t k = 0; with_value[k] != NULL; k++)
             known |= strcmp(name, with_value[k]) == 0;
+        for (size_t k = 0; throughput_with_value[k] != NULL; k++)
+            known |= strcmp(name, throughput_with_value[k]) == 0;
         if (!known)
             return usage_error("unknown option \"%s\"", arg);
         if (val == NULL) {
@@ -228,9 +253,40 @@ static int parse_options(int argc, char **argv, struct options *o)
                 "%s is an option of the floor mode (latency: --floor-data, "
                 "--floor-samples)",
                 name);
-        if (!floor_only && !common && !latency_mode)
+        int shared = strcmp(name, "--gateway") == 0 || strcmp(name, "--size") == 0;
+        int throughput_only =
+            strcmp(name, "--connections") == 0 || strcmp(name, "--convs") == 0 ||
+            strcmp(name, "--window") == 0 || strcmp(name, "--duration") == 0;
+        if (throughput_only && !throughput_mode)
+            return usage_error("%s is an option of the throughput mode", name);
+        if (!floor_only && !common && !shared && !throughput_only && !latency_mode)
             return usage_error("%s is an option of the latency mode", name);
+        if (shared && floor_mode)
+            return usage_error("%s is not an option of the floor mode", name);
         int rv = 0;
+        if (throughput_mode && !common) {
+            if (strcmp(name, "--gateway") == 0) {
+                if (o->thr.n_gateways == BENCH_MAX_GATEWAYS)
+                    return usage_error("at most %d gateways", BENCH_MAX_GATEWAYS);
+                struct bench_gateway *g = &o->thr.gateways[o->thr.n_gateways++];
+                rv = parse_hostport(name, val, g->host, sizeof g->host, &g->port);
+            } else if (strcmp(name, "--size") == 0) {
+                rv = parse_size(name, val, 1, 65536, &o->thr.size);
+            } else if (strcmp(name, "--connections") == 0) {
+                rv = parse_size(name, val, 2, 100000, &o->thr.connections);
+            } else if (strcmp(name, "--convs") == 0) {
+                rv = parse_size(name, val, 1, 100000, &o->thr.convs);
+            } else if (strcmp(name, "--window") == 0) {
+                rv = parse_size(name, val, 1, 1000, &o->thr.window);
+            } else if (strcmp(name, "--duration") == 0) {
+                size_t sec;
+                rv = parse_size(name, val, 1, 86400, &sec);
+                o->thr.duration_s = (double)sec;
+            }
+            if (rv != 0)
+                return EXIT_USAGE;
+            continue;
+        }
         if (strcmp(name, "--data") == 0 || strcmp(name, "--floor-data") == 0)
             o->data = val;
         else if (strcmp(name, "--samples") == 0 || strcmp(name, "--floor-samples") == 0)
@@ -270,6 +326,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         return usage_error("floor: --data DIR is required");
     if (latency_mode && !have_gw)
         return usage_error("latency: --gateway HOST:PORT is required");
+    if (throughput_mode && o->thr.n_gateways == 0)
+        return usage_error("throughput: --gateway HOST:PORT is required");
     if (latency_mode && !have_gw2) {
         memcpy(o->lat.host2, o->lat.host1, sizeof o->lat.host2);
         o->lat.port2 = o->lat.port1;
@@ -615,6 +673,99 @@ out:
     return code;
 }
 
+static int run_throughput(const struct options *o)
+{
+    const struct bench_throughput_options *t = &o->thr;
+    struct bench_throughput_result tr;
+    struct bench_summary as;
+    memset(&tr, 0, sizeof tr);
+    bench_stats_init(&tr.ack);
+    int code = 0;
+    int rv = bench_throughput_run(t, &tr);
+    if (rv != 0) {
+        fprintf(stderr, "chorus-bench: throughput: %s\n", tr.failure);
+        code = EXIT_FAILED;
+    } else if (tr.errors > 0 || tr.interrupted) {
+        code = EXIT_FAILED;
+    }
+    bench_stats_summarize(&tr.ack, &as);
+    double secs = tr.elapsed_s;
+    double acked_per_s = secs > 0 ? (double)tr.acked / secs : 0;
+    double delivered_per_s = secs > 0 ? (double)tr.delivered / secs : 0;
+    static const char rate_warning[] =
+        "sends were rate_limited: the figures measure the gateway's per-user limit, "
+        "not the cluster; raise gateway.rate.send_per_s and send_burst";
+    if (o->json) {
+        json_t *obj = json_object();
+        json_object_set_new(obj, "mode", json_string("throughput"));
+        json_object_set_new(obj, "ok", json_boolean(code == 0));
+        if (rv != 0)
+            json_object_set_new(obj, "failure", json_string(tr.failure));
+        json_t *gws = json_array();
+        for (size_t i = 0; i < t->n_gateways; i++)
+            json_array_append_new(
+                gws, json_sprintf("%s:%d", t->gateways[i].host, t->gateways[i].port));
+        json_object_set_new(obj, "gateways", gws);
+        json_object_set_new(obj, "connections", json_integer((json_int_t)t->connections));
+        json_object_set_new(obj, "convs", json_integer((json_int_t)t->convs));
+        json_object_set_new(obj, "memberships", json_integer((json_int_t)tr.memberships));
+        json_object_set_new(obj, "window", json_integer((json_int_t)t->window));
+        json_object_set_new(obj, "size", json_integer((json_int_t)t->size));
+        json_object_set_new(obj, "duration_s", json_real(secs));
+        json_object_set_new(obj, "sent", json_integer((json_int_t)tr.sent));
+        json_object_set_new(obj, "count", json_integer((json_int_t)tr.acked));
+        json_object_set_new(obj, "acked", json_integer((json_int_t)tr.acked));
+        json_object_set_new(obj, "delivered", json_integer((json_int_t)tr.delivered));
+        json_object_set_new(obj, "unacked", json_integer((json_int_t)tr.unacked));
+        json_object_set_new(obj, "acked_per_s", json_real(acked_per_s));
+        json_object_set_new(obj, "delivered_per_s", json_real(delivered_per_s));
+        json_object_set_new(obj, "errors", json_integer((json_int_t)tr.errors));
+        json_t *codes = json_object();
+        for (size_t i = 0; i < tr.n_codes; i++)
+            json_object_set_new(codes, tr.codes[i].code,
+                                json_integer((json_int_t)tr.codes[i].count));
+        json_object_set_new(obj, "error_codes", codes);
+        json_object_set_new(obj, "rate_limited",
+                            json_integer((json_int_t)tr.rate_limited));
+        if (tr.rate_limited > 0)
+            json_object_set_new(obj, "warning", json_string(rate_warning));
+        if (tr.interrupted)
+            json_object_set_new(obj, "interrupted", json_true());
+        json_put_summary(obj, "ack", &as);
+        json_print(obj);
+    } else if (rv == 0 || tr.sent > 0) {
+        printf("throughput: %zu connections over %zu group conversations (%zu "
+               "memberships), window %zu, %zu-byte bodies, %zu gateway%s\n\n",
+               t->connections, t->convs, tr.memberships, t->window, t->size,
+               t->n_gateways, t->n_gateways == 1 ? "" : "s");
+        printf("%.1f s: %zu sent, %zu acked (%.0f/s), %zu delivered (%.0f/s), %zu "
+               "unacked at the end\n\n",
+               secs, tr.sent, tr.acked, acked_per_s, tr.delivered, delivered_per_s,
+               tr.unacked);
+        table_header();
+        table_row("send->ack under load", &as);
+        printf("\nerrors: %zu", tr.errors);
+        for (size_t i = 0; i < tr.n_codes; i++)
+            printf("%s%s %zu", i ? ", " : " (", tr.codes[i].code, tr.codes[i].count);
+        printf("%s\n", tr.n_codes ? ")" : "");
+        if (tr.rate_limited > 0)
+            printf("WARNING: %zu %s\n", tr.rate_limited, rate_warning);
+        if (tr.interrupted)
+            printf("interrupted\n");
+    }
+    if (o->plot != NULL && as.count > 0) {
+        struct plot_series s[1] = {{"ack", "send->ack under load", &tr.ack}};
+        char title[160];
+        snprintf(title, sizeof title,
+                 "chorus-bench throughput: %zu connections, %zu convs, window %zu",
+                 t->connections, t->convs, t->window);
+        if (plot(o->plot, title, s, 1) != 0)
+            code = EXIT_FAILED;
+    }
+    bench_stats_free(&tr.ack);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
@@ -626,5 +777,9 @@ int main(int argc, char **argv)
         return EXIT_FAILED;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
-    return strcmp(o.mode, "floor") == 0 ? run_floor(&o) : run_latency(&o);
+    if (strcmp(o.mode, "floor") == 0)
+        return run_floor(&o);
+    if (strcmp(o.mode, "throughput") == 0)
+        return run_throughput(&o);
+    return run_latency(&o);
 }

@@ -1,5 +1,5 @@
 /* chorus-bench's modes and their results, shared by the CLI (bench.c) and the
- * runners (floor_uv.c, latency_uv.c). */
+ * runners (floor_uv.c, latency_uv.c, throughput_uv.c). */
 #ifndef CHORUS_BENCH_H
 #define CHORUS_BENCH_H
 
@@ -81,5 +81,53 @@ int bench_latency_run(const struct bench_latency_options *o,
 
 /* Counts one error under code in r (codes beyond the table go to "other"). */
 void bench_count_error(struct bench_latency_result *r, const char *code);
+
+/* ---- throughput: many connections, a window of sends each ---------------------- */
+
+#define BENCH_MAX_GATEWAYS 16
+
+struct bench_gateway {
+    char host[256];
+    int port;
+};
+
+struct bench_throughput_options {
+    /* the gateways; connections are spread over them round-robin */
+    struct bench_gateway gateways[BENCH_MAX_GATEWAYS];
+    size_t n_gateways;
+    size_t connections; /* each its own registered user (>= 2) */
+    size_t convs;       /* group conversations */
+    size_t window;      /* sends in flight per connection */
+    double duration_s;  /* of the measurement, after setup */
+    size_t size;        /* body bytes */
+};
+
+struct bench_throughput_result {
+    struct bench_stats ack; /* ns from a send's write to its ack, under load */
+    size_t sent;            /* sends written during the measurement */
+    size_t acked;           /* successful acks received during it */
+    size_t delivered;       /* message events received by members other than the sender */
+    size_t unacked;         /* sends still in flight when the measurement ended */
+    size_t errors;          /* failed sends, malformed messages */
+    size_t rate_limited;    /* of which rate_limited replies */
+    struct bench_error_count codes[BENCH_MAX_ERROR_CODES];
+    size_t n_codes;
+    size_t memberships; /* (connection, conversation) pairs */
+    double elapsed_s;   /* the measurement's actual length */
+    int interrupted;    /* stopped by SIGINT */
+    char failure[256];  /* why the run failed, when bench_throughput_run says so */
+};
+
+/*
+ * Registers o->connections fresh users (one per connection, spread over the
+ * gateways), creates o->convs group conversations among them, then keeps
+ * o->window sends in flight on every connection for o->duration_s, each
+ * connection sending to its conversations round-robin.  r->ack must be
+ * initialised by the caller (who frees it).  0 when the run reached its end
+ * (r->errors may be non-zero), else CH_EIO / CH_ETIMEOUT / CH_ENOMEM with
+ * r->failure set; r holds whatever was measured up to then.
+ */
+int bench_throughput_run(const struct bench_throughput_options *o,
+                         struct bench_throughput_result *r);
 
 #endif

@@ -6,6 +6,9 @@ shared CI machines):
  - `latency --json` against a real 3-node cluster (sender and receiver on different
    gateways): the keys, count, no errors, every send acked and delivered,
    0 < p50 <= p99 <= p999, and floor_ratio when --floor-data is given;
+ - `throughput --json` (8 connections over 4 conversations, spread over the three
+   gateways, 3 s): the keys, acked > 0, delivered > 0, no errors (the fixture raises
+   the gateway's rate limits), 0 < p50 <= p99 <= p999 of the acks;
  - the human table and exit statuses: 2 for usage errors, 1 for an unreachable
    gateway (with the reason in the JSON);
  - a fake gateway that answers sends with malformed JSON: the tool counts
@@ -63,9 +66,17 @@ def check_percentiles(out, name, samples, with_p999=True):
     assert out["%s_min_us" % name] <= vals[0] and vals[-1] <= out["%s_max_us" % name]
 
 
+def tweak(conf):
+    # throughput keeps many sends in flight per user and registers its users from
+    # one address: the default limits (50 sends/s, 5 logins/s) would throttle it
+    conf.setdefault("gateway", {})["rate"] = {
+        "send_per_s": 100000, "send_burst": 100000,
+        "login_per_s": 100000, "login_burst": 100000}
+
+
 def setup():
     global cluster
-    cluster = Cluster("bench-smoke", 15000)
+    cluster = Cluster("bench-smoke", 15000, tweak=tweak)
     cluster.up()
     cluster.wait_all_leaders()
     GW[:] = [n["gateway"] for n in cluster.conf["nodes"]]
@@ -110,6 +121,30 @@ def test_latency_group_with_floor():
     assert abs(out["floor_ratio"] - want) <= 1e-6 * want, (out["floor_ratio"], want)
 
 
+def test_throughput_json():
+    gws = []
+    for gw in GW:
+        gws += ["--gateway", gw]
+    out = bench_json("throughput", *gws, "--connections", 8, "--convs", 4, "--window", 2,
+                     "--duration", 3, timeout=120)
+    assert out["mode"] == "throughput" and out["ok"] is True, out
+    assert out["gateways"] == GW, out["gateways"]
+    assert out["connections"] == 8 and out["convs"] == 4 and out["window"] == 2
+    assert out["size"] == 200
+    assert out["memberships"] >= 8, out["memberships"]
+    assert out["errors"] == 0 and out["error_codes"] == {}, out
+    assert out["rate_limited"] == 0 and "warning" not in out, out
+    assert out["acked"] > 0 and out["count"] == out["acked"], out
+    assert out["sent"] >= out["acked"], out
+    assert out["delivered"] > 0, out
+    assert out["duration_s"] > 0
+    for key in ("acked_per_s", "delivered_per_s"):
+        assert isinstance(out[key], float) and out[key] > 0, (key, out[key])
+    want = out["acked"] / out["duration_s"]
+    assert abs(out["acked_per_s"] - want) <= 1e-6 * want, (out["acked_per_s"], want)
+    check_percentiles(out, "ack", out["acked"])
+
+
 def test_table_output():
     p = bench("latency", "--gateway", GW[1], "--count", 5)
     assert p.returncode == 0, p.stderr
@@ -130,7 +165,10 @@ def test_exit_statuses():
     for args in ([], ["nosuchmode"], ["latency"], ["latency", "--gateway", "nohostport"],
                  ["floor"], ["floor", "--data", TMP, "--samples", "0"],
                  ["latency", "--gateway", GW[0], "--kind", "triangle"],
-                 ["latency", "--gateway", GW[0], "--bogus"]):
+                 ["latency", "--gateway", GW[0], "--bogus"],
+                 ["throughput"], ["throughput", "--gateway", GW[0], "--connections", "1"],
+                 ["throughput", "--gateway", GW[0], "--count", "5"],
+                 ["latency", "--gateway", GW[0], "--window", "2"]):
         p = bench(*args)
         assert p.returncode == 2, "%r -> %d (want 2)\n%s" % (args, p.returncode, p.stderr)
         assert p.stderr, args
@@ -283,7 +321,7 @@ if __name__ == "__main__":
     try:
         setup()
         run_tests(test_floor_json, test_latency_json, test_latency_group_with_floor,
-                  test_table_output, test_exit_statuses, test_malformed_messages_are_errors)
+                  test_throughput_json, test_table_output, test_exit_statuses, test_malformed_messages_are_errors)
     finally:
         if cluster is not None:
             cluster.down()
