@@ -17,6 +17,8 @@
  * rank over every sample (stats.h).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -25,6 +27,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <uv.h>
 
 #include "../common/error.h"
 #include "bench.h"
@@ -782,4 +786,15 @@ int main(int argc, char **argv)
     if (strcmp(o.mode, "throughput") == 0)
         return run_throughput(&o);
     return run_latency(&o);
+}
+
+void bench_random_tag(char *out, size_t len)
+{
+    uint32_t x = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, &x, sizeof x) != (ssize_t)sizeof x)
+        x = (uint32_t)uv_hrtime() ^ ((uint32_t)getpid() << 16);
+    if (fd >= 0)
+        close(fd);
+    snprintf(out, len, "%08" PRIx32, x);
 }

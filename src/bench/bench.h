@@ -130,4 +130,7 @@ struct bench_throughput_result {
 int bench_throughput_run(const struct bench_throughput_options *o,
                          struct bench_throughput_result *r);
 
+/* A random hex tag for fresh user names, so runs never collide (len >= 9). */
+void bench_random_tag(char *out, size_t len);
+
 #endif

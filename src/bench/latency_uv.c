@@ -518,18 +518,6 @@ static void on_sigint(uv_signal_t *s, int signum)
 /* ---- the run
  * ------------------------------------------------------------------------------ */
 
-/* A random hex tag for fresh user names (so runs never collide). */
-static void random_tag(char *out, size_t len)
-{
-    uint32_t x = 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, &x, sizeof x) != (ssize_t)sizeof x)
-        x = (uint32_t)uv_hrtime() ^ ((uint32_t)getpid() << 16);
-    if (fd >= 0)
-        close(fd);
-    snprintf(out, len, "%08" PRIx32, x);
-}
-
 static void peer_init(struct run *run, struct peer *p, const char *role, const char *host,
                       int port, const char *user)
 {
@@ -575,7 +563,7 @@ int bench_latency_run(const struct bench_latency_options *o,
     }
 
     char tag[16], user[40];
-    random_tag(tag, sizeof tag);
+    bench_random_tag(tag, sizeof tag);
     uv_loop_init(&run->loop);
     snprintf(user, sizeof user, "bench-s-%s", tag);
     peer_init(run, &run->sender, "sender", o->host1, o->port1, user);

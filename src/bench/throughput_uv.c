@@ -538,17 +538,6 @@ static void on_sigint(uv_signal_t *s, int signum)
 
 /* ---- the run ----------------------------------------------------------------------- */
 
-static void random_tag(char *out, size_t len)
-{
-    uint32_t x = 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, &x, sizeof x) != (ssize_t)sizeof x)
-        x = (uint32_t)uv_hrtime() ^ ((uint32_t)getpid() << 16);
-    if (fd >= 0)
-        close(fd);
-    snprintf(out, len, "%08" PRIx32, x);
-}
-
 /* Allocates the connections, conversations and their membership lists. */
 static int plan(struct run *run)
 {
@@ -645,7 +634,7 @@ int bench_throughput_run(const struct bench_throughput_options *o,
     run->body[o->size] = 0;
 
     char tag[16];
-    random_tag(tag, sizeof tag);
+    bench_random_tag(tag, sizeof tag);
     for (size_t i = 0; i < o->connections; i++) {
         struct conn *c = &run->conns[i];
         c->run = run;
