@@ -73,6 +73,8 @@ struct node {
     int poll_inflight;
     int poll_warned;
     int poll_failures; /* consecutive polls without an answer */
+    int poll_linearizable; /* the poll in flight is a linearizable read */
+    int delete_pending;    /* a stale map moved a replica away: confirm, then delete */
     int disk_low;
     unsigned watch_ticks;
     uint64_t start_ms;
@@ -238,13 +240,15 @@ static void on_watch(uv_timer_t *h)
 
 /* ---- placement: follow the meta group ------------------------------------------------
  *
- * Every META_POLL_MS the node reads the map linearizably from the meta group's
- * leader.  A newer map is adopted for routing (placement_to_config: the store
- * client and the gateway follow cfg) and then reconciled: replicas the map gives
- * this node are opened (joining their groups), replicas it no longer gives are
- * closed and their data deleted.  Only linearizable reads drive deletions: a
- * replica's data goes only after the map, as of now, says the shard moved away
- * (chorusctl commits a move only after Raft removed the old replica).
+ * Every META_POLL_MS the node reads the newest map a meta voter has (a stale
+ * read: committed, maybe a little behind).  A newer map is adopted for routing
+ * (placement_to_config: the store client and the gateway follow cfg) and then
+ * reconciled: replicas the map gives this node are opened (joining their
+ * groups).  Replicas it no longer gives are closed and their data deleted only
+ * after a linearizable read (a Raft barrier on the meta leader, so only while a
+ * delete is pending) confirms it: a replica's data goes only after the map, as
+ * of now, says the shard moved away (chorusctl commits a move only after Raft
+ * removed the old replica).
  */
 
 static int open_shard(struct node *n, uint32_t s, int join, char *err, size_t errlen)
@@ -278,7 +282,7 @@ struct removal {
     uint32_t shard;
 };
 
-static void reconcile(struct node *n);
+static void reconcile(struct node *n, int allow_delete);
 
 static void shard_removed(void *data)
 {
@@ -296,10 +300,12 @@ static void shard_removed(void *data)
         CH_INFO((int)rm->shard, "replica removed: the shard moved away; deleted %s", dir);
     free(rm);
     if (!n->stopping)
-        reconcile(n);
+        reconcile(n, 0);
 }
 
-static void reconcile(struct node *n)
+/* Opens what the map gives this node; closes and deletes what it moved away only
+ * with allow_delete (a map read linearizably), else marks a delete pending. */
+static void reconcile(struct node *n, int allow_delete)
 {
     const struct placement *p = &n->cached;
     if (p->version == 0 || n->stopping)
@@ -325,6 +331,8 @@ static void reconcile(struct node *n)
             else
                 CH_INFO((int)s, "opened a new replica (placement version %" PRIu64 ")",
                         p->version);
+        } else if (!want && n->shards[s] != NULL && !allow_delete) {
+            n->delete_pending = 1;
         } else if (!want && n->shards[s] != NULL) {
             struct removal *rm = malloc(sizeof *rm);
             if (rm == NULL)
@@ -346,6 +354,7 @@ static void reconcile(struct node *n)
 static void poll_done(void *data, int err, const struct proto_frame *reply)
 {
     struct node *n = data;
+    int linearizable = n->poll_linearizable;
     n->poll_inflight = 0;
     if (n->stopping)
         return;
@@ -383,7 +392,9 @@ static void poll_done(void *data, int err, const struct proto_frame *reply)
         rpc_sync_nodes(n->meta_rpc);
         gw_sync_nodes(n->gw);
     }
-    reconcile(n);
+    if (linearizable)
+        n->delete_pending = 0;
+    reconcile(n, linearizable);
 }
 
 static void on_poll(uv_timer_t *h)
@@ -393,11 +404,15 @@ static void on_poll(uv_timer_t *h)
         return;
     struct ch_wbuf b;
     ch_wbuf_init(&b);
-    struct proto_meta_get m = {.flags = 0};
+    /* a linearizable read appends a Raft barrier to the meta group: only when a
+     * replica waits to be deleted, else the newest map a meta voter has */
+    struct proto_meta_get m = {.flags = n->delete_pending ? 0 : PROTO_FLAG_STALE_OK};
     proto_encode_meta_get(&b, 0, &m);
     if (ch_wbuf_error(&b) == 0 &&
-        rpc_call(n->meta_rpc, n->config.n_shards, b.data, b.len, poll_done, n) == 0)
+        rpc_call(n->meta_rpc, n->config.n_shards, b.data, b.len, poll_done, n) == 0) {
         n->poll_inflight = 1;
+        n->poll_linearizable = n->delete_pending;
+    }
     ch_wbuf_free(&b);
 }
 
