@@ -48,13 +48,6 @@ struct bench_latency_options {
     unsigned timeout_ms; /* per message: no ack or delivery by then is an error */
 };
 
-#define BENCH_MAX_ERROR_CODES 16
-
-struct bench_error_count {
-    char code[40]; /* a gateway error code, or "timeout", "malformed", ... */
-    size_t count;
-};
-
 struct bench_latency_result {
     struct bench_stats ack;       /* ns from the send's write to the sender's ack */
     struct bench_stats delivered; /* ns from the write to the receiver's event */
@@ -81,6 +74,7 @@ int bench_latency_run(const struct bench_latency_options *o,
 
 /* Counts one error under code in r (codes beyond the table go to "other"). */
 void bench_count_error(struct bench_latency_result *r, const char *code);
+/* (the per-code tally of either mode is bench_error_tally, stats.h) */
 
 /* ---- throughput: many connections, a window of sends each ---------------------- */
 

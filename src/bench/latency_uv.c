@@ -107,21 +107,7 @@ static void send_next(struct run *run);
 void bench_count_error(struct bench_latency_result *r, const char *code)
 {
     r->errors++;
-    for (int pass = 0; pass < 2; pass++) {
-        for (size_t i = 0; i < r->n_codes; i++) {
-            if (strcmp(r->codes[i].code, code) == 0) {
-                r->codes[i].count++;
-                return;
-            }
-        }
-        /* a new code takes a free slot; the last slot is kept for "other" */
-        if (r->n_codes < BENCH_MAX_ERROR_CODES - 1 || strcmp(code, "other") == 0)
-            break;
-        code = "other";
-    }
-    struct bench_error_count *c = &r->codes[r->n_codes++];
-    snprintf(c->code, sizeof c->code, "%s", code);
-    c->count = 1;
+    bench_error_tally(r->codes, &r->n_codes, code);
 }
 
 /* ---- ending the run ------------------------------------------------------------------

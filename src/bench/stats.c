@@ -4,6 +4,7 @@
  */
 #include "stats.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,4 +110,24 @@ void bench_stats_summarize(struct bench_stats *s, struct bench_summary *out)
     out->p90 = bench_stats_quantile(s, 9, 10);
     out->p99 = bench_stats_quantile(s, 99, 100);
     out->p999 = bench_stats_quantile(s, 999, 1000);
+}
+
+void bench_error_tally(struct bench_error_count codes[BENCH_MAX_ERROR_CODES], size_t *n,
+                       const char *code)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < *n; i++) {
+            if (strcmp(codes[i].code, code) == 0) {
+                codes[i].count++;
+                return;
+            }
+        }
+        /* a new code takes a free slot; the last slot is kept for "other" */
+        if (*n < BENCH_MAX_ERROR_CODES - 1 || strcmp(code, "other") == 0)
+            break;
+        code = "other";
+    }
+    struct bench_error_count *c = &codes[(*n)++];
+    snprintf(c->code, sizeof c->code, "%s", code);
+    c->count = 1;
 }

@@ -58,6 +58,18 @@ uint64_t bench_stats_quantile(struct bench_stats *s, uint64_t num, uint64_t den)
  * when empty.  Valid until the next record, reset or free. */
 const uint64_t *bench_stats_sorted(struct bench_stats *s, size_t *n);
 
+#define BENCH_MAX_ERROR_CODES 16
+
+struct bench_error_count {
+    char code[40]; /* a gateway error code, or "timeout", "malformed", ... */
+    size_t count;
+};
+
+/* Counts one error under its code in codes[0..*n): a new code takes a free slot;
+ * once only the last slot is left, codes not seen yet count as "other". */
+void bench_error_tally(struct bench_error_count codes[BENCH_MAX_ERROR_CODES], size_t *n,
+                       const char *code);
+
 /* Fills *out with count, min, max, mean (rounded down), p50, p90, p99, p999. */
 void bench_stats_summarize(struct bench_stats *s, struct bench_summary *out);
 

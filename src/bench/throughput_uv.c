@@ -123,20 +123,7 @@ static void count_error(struct bench_throughput_result *r, const char *code)
     r->errors++;
     if (strcmp(code, "rate_limited") == 0)
         r->rate_limited++;
-    for (size_t i = 0; i < r->n_codes; i++) {
-        if (strcmp(r->codes[i].code, code) == 0) {
-            r->codes[i].count++;
-            return;
-        }
-    }
-    if (r->n_codes >= BENCH_MAX_ERROR_CODES - 1 && strcmp(code, "other") != 0) {
-        count_error(r, "other");
-        r->errors--; /* counted once, above */
-        return;
-    }
-    struct bench_error_count *e = &r->codes[r->n_codes++];
-    snprintf(e->code, sizeof e->code, "%s", code);
-    e->count = 1;
+    bench_error_tally(r->codes, &r->n_codes, code);
 }
 
 /* ---- ending the run ---------------------------------------------------------------- */

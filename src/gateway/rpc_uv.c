@@ -123,13 +123,12 @@ static uint32_t replica(const struct rpc *r, uint32_t shard, uint32_t i)
 }
 
 /*
- * May a leader hint for the shard be followed?  Any node the client knows: a
- * hint comes from Raft, and during a shard move the leader may be the joining
+ * May a leader hint be followed?  When it names a node the client knows: a hint
+ * comes from Raft, and during a shard move the leader may be the joining
  * replica, which the placement lists only once the move commits.
  */
-static int is_replica(const struct rpc *r, uint32_t shard, uint32_t node)
+static int known_node(const struct rpc *r, uint32_t node)
 {
-    (void)shard;
     return node_by_id((struct rpc *)r, node) != NULL;
 }
 
@@ -428,7 +427,7 @@ static void call_finish(struct call *c, int err, const struct proto_frame *f)
 static uint32_t call_target(struct call *c, uint32_t hint)
 {
     struct rpc *r = c->r;
-    if (hint != 0 && is_replica(r, c->shard, hint))
+    if (hint != 0 && known_node(r, hint))
         return hint;
     if (c->tries == 0 && r->leader[c->shard] != 0)
         return r->leader[c->shard];
@@ -474,7 +473,7 @@ static void call_retry(struct call *c, uint32_t hint)
     struct rpc *r = c->r;
     r->stats.retries++;
     uint64_t now = uv_now(r->loop);
-    if (hint != 0 && is_replica(r, c->shard, hint)) {
+    if (hint != 0 && known_node(r, hint)) {
         r->stats.redirects++;
         r->leader[c->shard] = hint;
         c->next_node = hint;
@@ -593,7 +592,7 @@ static uint32_t sub_target(const struct rpc_sub *s)
 {
     const struct rpc *r = s->r;
     uint32_t leader = r->leader[s->shard];
-    if (leader != 0 && s->tries == 0 && is_replica(r, s->shard, leader) &&
+    if (leader != 0 && s->tries == 0 && known_node(r, leader) &&
         node_usable(r, leader))
         return leader;
     uint32_t rf = r->opt.config->replication;
@@ -674,7 +673,7 @@ static void on_sub_frame(struct rpc_sub *s, struct node *n, const struct proto_f
         if (s->want == 0)
             s->want = m.next_index;
         s->live = 1;
-        if (m.leader_hint != 0 && is_replica(r, s->shard, m.leader_hint))
+        if (m.leader_hint != 0 && known_node(r, m.leader_hint))
             r->leader[s->shard] = m.leader_hint; /* the tick moves there if it is not n */
         CH_DEBUG((int)s->shard, "rpc: following the committed stream on node %u from %llu",
                  n->id, (unsigned long long)s->want);
@@ -791,7 +790,7 @@ static void tick_cb(uv_timer_t *t)
         }
         uint32_t leader = r->leader[s->shard];
         if (s->live && leader != 0 && leader != s->p.node->id && s->want != 0 &&
-            now - s->moved_at >= 1000 && is_replica(r, s->shard, leader) &&
+            now - s->moved_at >= 1000 && known_node(r, leader) &&
             node_usable(r, leader))
             sub_move(s, leader);
     }

@@ -853,6 +853,24 @@ static int admin_ok(struct conn *c, uint64_t req_id, struct ch_slice token)
     return 0;
 }
 
+/* The local replica an admin message names, or NULL (answered here: no such
+ * shard, or no replica of it on this node — with a hint). */
+static struct shard *admin_shard(struct conn *c, uint64_t req_id, uint32_t shard)
+{
+    struct store *st = c->st;
+    if (shard >= st->opt.config->n_shards) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "no shard %u (the cluster has %u)", shard,
+                 st->opt.config->n_shards);
+        send_error_msg(c, req_id, CH_EINVAL, 0, msg);
+        return NULL;
+    }
+    struct shard *sh = st->opt.shards[shard];
+    if (sh == NULL)
+        send_error(c, req_id, CH_ENOSHARD, first_replica(st, shard), 0);
+    return sh;
+}
+
 static void handle_transfer(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
 {
     struct store *st = c->st;
@@ -864,17 +882,9 @@ static void handle_transfer(struct conn *c, uint64_t req_id, struct ch_rbuf *bod
     }
     if (!admin_ok(c, req_id, m.admin_token))
         return;
-    if (m.shard >= st->opt.config->n_shards) {
-        snprintf(msg, sizeof msg, "no shard %u (the cluster has %u)", m.shard,
-                 st->opt.config->n_shards);
-        send_error_msg(c, req_id, CH_EINVAL, 0, msg);
+    struct shard *sh = admin_shard(c, req_id, m.shard);
+    if (sh == NULL)
         return;
-    }
-    struct shard *sh = st->opt.shards[m.shard];
-    if (sh == NULL) {
-        send_error(c, req_id, CH_ENOSHARD, first_replica(st, m.shard), 0);
-        return;
-    }
     struct transfer_ctx *ctx = malloc(sizeof *ctx);
     if (ctx == NULL) {
         send_error(c, req_id, CH_ENOMEM, 0, 0);
@@ -1195,7 +1205,6 @@ static void snapshot_done(void *data, int status, uint64_t index)
 
 static void handle_snapshot(struct conn *c, uint64_t req_id, struct ch_rbuf *body)
 {
-    struct store *st = c->st;
     struct proto_snapshot m;
     if (proto_decode_snapshot(body, &m) != 0) {
         send_error(c, req_id, CH_EMALFORMED, 0, 0);
@@ -1203,18 +1212,9 @@ static void handle_snapshot(struct conn *c, uint64_t req_id, struct ch_rbuf *bod
     }
     if (!admin_ok(c, req_id, m.admin_token))
         return;
-    if (m.shard >= st->opt.config->n_shards) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "no shard %u (the cluster has %u)", m.shard,
-                 st->opt.config->n_shards);
-        send_error_msg(c, req_id, CH_EINVAL, 0, msg);
+    struct shard *sh = admin_shard(c, req_id, m.shard);
+    if (sh == NULL)
         return;
-    }
-    struct shard *sh = st->opt.shards[m.shard];
-    if (sh == NULL) {
-        send_error(c, req_id, CH_ENOSHARD, first_replica(st, m.shard), 0);
-        return;
-    }
     struct conf_ctx *ctx = malloc(sizeof *ctx);
     if (ctx == NULL) {
         send_error(c, req_id, CH_ENOMEM, 0, 0);

@@ -196,7 +196,30 @@ static void test_growth_and_reserve(void)
     CHECK(s.samples == NULL);
 }
 
+/* Error codes: one slot each; when only the last slot is left, new codes go to
+ * "other" (and "other" itself may take it). */
+static void test_error_tally(void)
+{
+    struct bench_error_count codes[BENCH_MAX_ERROR_CODES];
+    size_t n = 0;
+    bench_error_tally(codes, &n, "timeout");
+    bench_error_tally(codes, &n, "timeout");
+    CHECK(n == 1 && strcmp(codes[0].code, "timeout") == 0 && codes[0].count == 2);
+    char name[16];
+    for (int i = 0; i < BENCH_MAX_ERROR_CODES + 5; i++) {
+        snprintf(name, sizeof name, "code%d", i);
+        bench_error_tally(codes, &n, name);
+    }
+    CHECK(n == BENCH_MAX_ERROR_CODES);
+    CHECK(strcmp(codes[BENCH_MAX_ERROR_CODES - 1].code, "other") == 0);
+    /* 1 + (BENCH_MAX_ERROR_CODES - 2) named codes fit before the reserved slot */
+    CHECK(codes[BENCH_MAX_ERROR_CODES - 1].count == (size_t)(BENCH_MAX_ERROR_CODES + 5) -
+                                                        (BENCH_MAX_ERROR_CODES - 2));
+    bench_error_tally(codes, &n, "timeout"); /* known codes still count as themselves */
+    CHECK(codes[0].count == 3 && n == BENCH_MAX_ERROR_CODES);
+}
+
 TEST_MAIN(TEST_CASE(test_empty), TEST_CASE(test_single), TEST_CASE(test_bad_fractions),
           TEST_CASE(test_nearest_rank), TEST_CASE(test_record_after_query),
           TEST_CASE(test_summary), TEST_CASE(test_matches_reference),
-          TEST_CASE(test_growth_and_reserve))
+          TEST_CASE(test_growth_and_reserve), TEST_CASE(test_error_tally))
