@@ -1692,7 +1692,7 @@ function startSession(user, token) {
   $('me-name').textContent = user;
   setAvatar($('me-avatar'), user);
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  S.sock = new ChorusSocket(`${proto}//${location.host}/ws`, {
+  S.sock = new ChorusSocket(`${proto}//${location.host}/ws?batch=1`, {
     onOpen: onSocketOpen,
     onPush,
     onState: onSocketState,

@@ -202,11 +202,19 @@ export class ChorusSocket {
 
   _onMessage(ev) {
     if (typeof ev.data !== 'string') return;
+    // the socket is opened with ?batch=1: a frame holds one or more messages, one
+    // per line (compact JSON never contains a raw newline)
+    for (const line of ev.data.split('\n')) {
+      if (line.trim() !== '') this._onLine(line);
+    }
+  }
+
+  _onLine(text) {
     let msg;
     try {
-      msg = JSON.parse(ev.data);
+      msg = JSON.parse(text);
     } catch (e) {
-      console.warn('chorus: bad frame from server', ev.data);
+      console.warn('chorus: bad message from server', text);
       return;
     }
     if (!msg || typeof msg !== 'object') return;

@@ -39,6 +39,7 @@ struct gw_client {
     char peer[48]; /* source address, for the per-address login bucket */
     struct gw_sync *syncs;
     int closing; /* a goodbye is queued: close once it is written */
+    int batch;   /* connected with /ws?batch=1: newline-separated messages per frame */
     /* REST: the reply (JSON text of a WS reply) and its state */
     char *http_reply;
     size_t http_reply_len;
@@ -92,6 +93,7 @@ struct gw {
     int timer_open;
     int stopped;
     uint64_t headroom;
+    uint8_t *batch_buf; /* LWS_PRE + GW_BATCH_BYTES: a batched frame being written */
     uint64_t presence_refresh_at;
     struct {
         uint64_t connections, requests, replies, errors, rate_limited, auth_failures;

@@ -36,6 +36,8 @@
 
 #define GW_MAX_HTTP_BODY (1u << 20)
 #define GW_WRITES_PER_CALLBACK 64
+/* The largest batched frame (/ws?batch=1) the gateway writes. */
+#define GW_BATCH_BYTES 32768
 
 /* Per-wsi state kept by libwebsockets (per_session_data_size). */
 struct pss {
@@ -594,6 +596,20 @@ static int ws_writeable(struct lws *wsi, struct gw_client *c)
         struct fan_msg *m = sess_queue_peek(&c->q);
         if (m == NULL)
             break;
+        if (c->batch) {
+            /* as many queued messages as fit, one frame, one send(2); libwebsockets
+             * keeps whatever the socket did not take, so the buffer is reusable */
+            uint8_t *buf = c->gw->batch_buf + LWS_PRE;
+            size_t len = 0;
+            if (sess_queue_take_batch(&c->q, buf, GW_BATCH_BYTES, &len) > 0) {
+                if (lws_write(wsi, buf, len, LWS_WRITE_TEXT) < (int)len)
+                    return -1;
+                if (lws_send_pipe_choked(wsi))
+                    break;
+                continue;
+            }
+            /* the oldest message alone is larger than a batch: a frame of its own */
+        }
         if (m->headroom < LWS_PRE)
             return -1; /* every message is built with LWS_PRE headroom */
         int len = (int)m->len;
@@ -656,6 +672,19 @@ static int ws_receive(struct lws *wsi, struct pss *pss, const void *in, size_t l
             gw_client_send_text(c, b.data, b.len);
         ch_wbuf_free(&b);
         (void)buf;
+    } else if (c->batch) {
+        /* one request per line; blank lines are skipped */
+        const char *p = (const char *)pss->rx, *end = p + pss->rx_len;
+        while (p < end && !c->closing) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *eol = nl ? nl : end;
+            const char *q = p;
+            while (q < eol && (*q == ' ' || *q == '\t' || *q == '\r'))
+                q++;
+            if (q < eol)
+                gw_handle_request(c, p, (size_t)(eol - p));
+            p = nl ? nl + 1 : end;
+        }
     } else {
         gw_handle_request(c, (const char *)pss->rx, pss->rx_len);
     }
@@ -695,7 +724,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         memset(pss, 0, sizeof *pss);
         pss->c = client_new(gw, wsi, 0);
-        return pss->c ? 0 : -1;
+        if (pss->c == NULL)
+            return -1;
+        char arg[16];
+        const char *v = lws_get_urlarg_by_name(wsi, "batch=", arg, (int)sizeof arg);
+        pss->c->batch = v != NULL && strcmp(v, "1") == 0;
+        return 0;
     }
     case LWS_CALLBACK_RECEIVE:
         if (pss->c == NULL)
@@ -862,7 +896,8 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
         return CH_ECONFIG;
     }
     struct gw *gw = calloc(1, sizeof *gw);
-    if (gw == NULL) {
+    if (gw == NULL || (gw->batch_buf = malloc(LWS_PRE + GW_BATCH_BYTES)) == NULL) {
+        free(gw);
         snprintf(err, errlen, "out of memory");
         return CH_ENOMEM;
     }
@@ -1009,5 +1044,6 @@ void gw_free(struct gw *gw)
     if (gw->ctx)
         lws_context_destroy(gw->ctx); /* second call, after uv_run: frees the context */
     gw_core_free(gw);
+    free(gw->batch_buf);
     free(gw);
 }

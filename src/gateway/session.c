@@ -2,6 +2,7 @@
 #include "session.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "../common/error.h"
 
@@ -89,4 +90,21 @@ void sess_queue_pop(struct sess_queue *q)
     q->n--;
     q->bytes -= m->len;
     fan_msg_unref(m);
+}
+
+size_t sess_queue_take_batch(struct sess_queue *q, uint8_t *buf, size_t cap, size_t *len)
+{
+    size_t n = 0, used = 0;
+    while (q->n > 0) {
+        struct fan_msg *m = q->v[q->head];
+        if (m->len + 1 > cap - used)
+            break;
+        memcpy(buf + used, fan_msg_payload(m), m->len);
+        used += m->len;
+        buf[used++] = '\n';
+        sess_queue_pop(q);
+        n++;
+    }
+    *len = used;
+    return n;
 }

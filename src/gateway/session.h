@@ -46,4 +46,14 @@ struct fan_msg *sess_queue_peek(const struct sess_queue *q);
 /* Removes the oldest message and drops the queue's reference to it. */
 void sess_queue_pop(struct sess_queue *q);
 
+/*
+ * Batched frames (a client that connected with /ws?batch=1): copies the oldest
+ * queued messages, each followed by '\n', into buf while they fit in cap bytes,
+ * pops them and returns how many; *len is the bytes written.  Returns 0 (and
+ * pops nothing) when the oldest message alone does not fit: the caller sends it
+ * in a frame of its own.  Messages are compact JSON, never containing a newline,
+ * so the receiver splits the frame on '\n'.
+ */
+size_t sess_queue_take_batch(struct sess_queue *q, uint8_t *buf, size_t cap, size_t *len);
+
 #endif

@@ -123,7 +123,7 @@ async function newUserPage(browser, label, baseUrl, setup) {
  */
 function wsTap() {
   const tap = { frames: [], blocked: false, live: new Set() };
-  tap.install = (page) => page.routeWebSocket(/\/ws$/, (ws) => {
+  tap.install = (page) => page.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
     if (tap.blocked) {
       ws.close({ code: 4001, reason: 'network down (test)' });
       return;
@@ -150,7 +150,8 @@ function wsTap() {
   };
   tap.requests = (op, since = 0) => tap.frames
     .filter((f) => f.t >= since)
-    .map((f) => { try { return JSON.parse(f.text); } catch (_) { return null; } })
+    .flatMap((f) => f.text.split('\n')) // ?batch=1: a frame may hold several requests
+    .map((l) => { try { return JSON.parse(l); } catch (_) { return null; } })
     .filter((m) => m && m.op === op);
   return tap;
 }

@@ -32,6 +32,7 @@ Checked:
 Every wait is bounded (default 30 s); nothing asserts that anything is fast.
 """
 import functools
+import json
 import os
 import sys
 import threading
@@ -1038,6 +1039,47 @@ def test_concurrent_rest_requests():
     check_run(evs, 1, 31, "watcher")
 
 
+# ---- batched frames (/ws?batch=1) ------------------------------------------------------------
+
+@case
+def test_batched_frames_carry_many_requests_and_replies():
+    """A client that connects with ?batch=1 may put one request per line in a frame
+    and reads one or more messages per frame (wsclient splits them); every line gets
+    its reply, a bad line a bad_request with id null, and members without batching
+    see the same events one per frame."""
+    bob = connect(1, "bfbob")
+    alice = WsClient(GW[0], path="/ws?batch=1", timeout=WAIT)
+    OPEN.append(alice)
+    assert alice.request("auth", token=token_of("bfalice"))["user"] == "bfalice"
+    conv = alice.request("create", kind="group", title="batched",
+                         members=["bfbob"])["conv"]
+    lines = [json.dumps({"id": 1000 + i, "op": "send", "conv": conv,
+                         "client_msg_id": "bf-%d" % i, "body": "line %d" % i},
+                        separators=(",", ":")) for i in range(20)]
+    lines.insert(10, "this is not json")
+    lines.insert(5, "   ")  # blank lines are skipped
+    alice.send_text("\n".join(lines) + "\n")
+    seqs_seen = []
+    for i in range(20):
+        r = alice.wait_reply(1000 + i)
+        assert r["ok"], r
+        seqs_seen.append(r["result"]["seq"])
+    assert seqs_seen == list(range(2, 22)), seqs_seen  # in order: one connection, one conv
+    bad = alice.wait_reply(None)
+    assert bad["ok"] is False and bad["error"]["code"] == "bad_request", bad
+    evs = bob.wait_events(conv, 20)
+    check_run(evs, 2, 21, "bob")
+    assert [e["body"] for e in evs] == ["line %d" % i for i in range(20)]
+    check_run(alice.wait_events(conv, 20), 2, 21, "alice")
+    # without ?batch=1 a frame is one JSON object: two lines are a bad request
+    bob.send_text('{"id":1,"op":"ping"}\n{"id":2,"op":"ping"}')
+    r = bob.wait_reply(None)
+    assert r["error"]["code"] == "bad_request", r
+    # and a pretty-printed object (newlines inside) still is one request
+    bob.send_text('{\n  "id": 3,\n  "op": "ping"\n}')
+    assert bob.wait_reply(3)["ok"]
+
+
 def _alive(pid):
     if not pid:
         return False
@@ -1070,6 +1112,7 @@ if __name__ == "__main__":
                   test_group_member_management,
                   test_profiles_and_settings,
                   test_second_direct_create_answers_the_first_ts,
+                  test_batched_frames_carry_many_requests_and_replies,
                   # REST last: a gateway crash there must not hide the other results
                   test_rest_api,
                   test_concurrent_rest_requests)

@@ -36,6 +36,7 @@ class WsClient:
     def __init__(self, addr, path="/ws", timeout=30.0, max_frame=None, rcvbuf=None):
         host, port = addr.rsplit(":", 1)
         self.addr = addr
+        self.path = path
         self.timeout = timeout
         if rcvbuf:
             # a small receive buffer set before connecting (so the window is small
@@ -136,6 +137,9 @@ class WsClient:
         read before a TimeoutError are kept for the next call (self._frag), so a
         reader polling with short timeouts never loses part of a message."""
         parts = self.__dict__.setdefault("_frag", [])
+        lines = self.__dict__.setdefault("_lines", [])
+        if lines:
+            return lines.pop(0)
         while True:
             fin, opcode, payload = self._read_frame(deadline)
             if opcode == 0x8:
@@ -155,7 +159,12 @@ class WsClient:
             if fin:
                 data = b"".join(parts)
                 del parts[:]
-                return json.loads(data.decode())
+                if "batch=1" not in self.path:
+                    return json.loads(data.decode())
+                # /ws?batch=1: one or more JSON objects per frame, one per line
+                lines.extend(json.loads(x) for x in data.decode().split("\n") if x.strip())
+                if lines:
+                    return lines.pop(0)
 
     def _pump(self, deadline):
         m = self._read_message(deadline)

@@ -573,6 +573,48 @@ static void buckets(void)
     CHECK_EQ_INT(sess_bucket_take(&b, 50, &retry), CH_ERATELIMITED);
 }
 
+/* Batched frames: as many whole messages as fit, each followed by a newline, in
+ * order; a message larger than the batch is left for a frame of its own. */
+static void queue_take_batch(void)
+{
+    struct sess_queue q;
+    sess_queue_init(&q, 1u << 20);
+    struct fan_msg *a = fan_msg_new(16, "{\"a\":1}", 7);
+    struct fan_msg *b = fan_msg_new(16, "{\"b\":22}", 8);
+    struct fan_msg *big = fan_msg_new(16, "0123456789012345678901234567890123456789", 40);
+    CHECK(a != NULL && b != NULL && big != NULL);
+    uint8_t buf[32];
+    size_t len = 99;
+    CHECK_EQ_U64(sess_queue_take_batch(&q, buf, sizeof buf, &len), 0); /* empty */
+    CHECK_EQ_U64(len, 0);
+    CHECK_EQ_INT(sess_queue_push(&q, a), 0);
+    CHECK_EQ_INT(sess_queue_push(&q, b), 0);
+    CHECK_EQ_INT(sess_queue_push(&q, a), 0);
+    CHECK_EQ_INT(sess_queue_push(&q, big), 0);
+    CHECK_EQ_INT(sess_queue_push(&q, b), 0);
+    /* a, b, a fit (8 + 9 + 8 = 25 <= 32); big does not */
+    CHECK_EQ_U64(sess_queue_take_batch(&q, buf, sizeof buf, &len), 3);
+    CHECK_EQ_U64(len, 25);
+    CHECK(memcmp(buf, "{\"a\":1}\n{\"b\":22}\n{\"a\":1}\n", 25) == 0);
+    CHECK_EQ_U64(q.bytes, 48);
+    CHECK(sess_queue_peek(&q) == big);
+    /* the oldest alone is too large: nothing is taken */
+    CHECK_EQ_U64(sess_queue_take_batch(&q, buf, sizeof buf, &len), 0);
+    CHECK(sess_queue_peek(&q) == big);
+    sess_queue_pop(&q);
+    /* exactly full: len + newline == cap */
+    CHECK_EQ_U64(sess_queue_take_batch(&q, buf, 9, &len), 1);
+    CHECK_EQ_U64(len, 9);
+    CHECK(sess_queue_peek(&q) == NULL);
+    CHECK_EQ_U64(q.bytes, 0);
+    CHECK_EQ_INT(a->refs, 1); /* the queue dropped its references */
+    CHECK_EQ_INT(b->refs, 1);
+    fan_msg_unref(a);
+    fan_msg_unref(b);
+    fan_msg_unref(big);
+    sess_queue_free(&q);
+}
+
 static void queue_bound(void)
 {
     struct sess_queue q;
@@ -619,4 +661,4 @@ TEST_MAIN(TEST_CASE(in_order_and_duplicates), TEST_CASE(gap_is_filled_by_a_read)
           TEST_CASE(paged_reads_continue), TEST_CASE(membership_events_drive_follows),
           TEST_CASE(one_encoding_per_event), TEST_CASE(full_queue_drops_only_that_connection),
           TEST_CASE(random_streams_give_exact_prefixes), TEST_CASE(buckets),
-          TEST_CASE(queue_bound))
+          TEST_CASE(queue_bound), TEST_CASE(queue_take_batch))
