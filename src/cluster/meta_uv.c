@@ -462,6 +462,7 @@ int meta_open(uv_loop_t *loop, const struct meta_options *opt, struct meta **out
         return CH_EIO;
     }
     m->raft.data = m;
+    ch_raft_quiet_tracer(&m->raft, &m->io);
     raft_set_election_timeout(&m->raft, cfg->raft.election_timeout_ms);
     raft_set_heartbeat_timeout(&m->raft, cfg->raft.heartbeat_timeout_ms);
     raft_set_pre_vote(&m->raft, cfg->raft.pre_vote ? true : false);

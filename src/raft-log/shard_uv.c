@@ -1218,6 +1218,7 @@ int shard_open(uv_loop_t *loop, const struct shard_options *opt, struct shard **
     }
     s->raft.data = s;
     s->raft_initialized = 1;
+    ch_raft_quiet_tracer(&s->raft, &s->io);
     raft_set_election_timeout(&s->raft, cfg->raft.election_timeout_ms);
     raft_set_heartbeat_timeout(&s->raft, cfg->raft.heartbeat_timeout_ms);
     raft_set_pre_vote(&s->raft, cfg->raft.pre_vote ? true : false);
