@@ -2,7 +2,7 @@
  * chorus-bench: measures a chorus cluster against the physical floor of the machine
  * it runs on (issue 6).  This file is the command line: options, the human table,
  * --json, --plot (gnuplot) and the progress line.  The modes run in floor_uv.c,
- * latency_uv.c and throughput_uv.c.
+ * latency_uv.c, throughput_uv.c and crowd_uv.c (fanout, connections).
  *
  *   chorus-bench floor --data DIR [--samples N] [--json] [--plot FILE.png]
  *   chorus-bench latency --gateway HOST:PORT [--gateway2 HOST:PORT] [--count N]
@@ -11,6 +11,11 @@
  *   chorus-bench throughput --gateway HOST:PORT [--gateway HOST:PORT ...]
  *                [--connections N] [--convs M] [--window W] [--duration S]
  *                [--size BYTES] [--json] [--plot FILE.png]
+ *   chorus-bench fanout --gateway HOST:PORT [--gateway HOST:PORT ...] --members G
+ *                [--repeats K] [--size BYTES] [--timeout-ms MS] [--json]
+ *                [--plot FILE.png]
+ *   chorus-bench connections --gateway HOST:PORT --connections N [--duration S]
+ *                [--rate R] [--size BYTES] [--pid PID] [--json] [--plot FILE.png]
  *
  * Exit status: 0 the run completed without errors, 1 it failed or counted errors,
  * 2 usage.  Latencies in --json are microseconds (floats), percentiles by nearest
@@ -69,6 +74,25 @@ static const char usage_text[] =
     "                         (needs a config with raised gateway.rate.send_per_s /\n"
     "                         send_burst / login_per_s / login_burst: the defaults\n"
     "                         of 50/s per user and 5 logins/s per address throttle it)\n"
+    "  fanout     one group of G members, each connected; one message at a time:\n"
+    "             time from the send's write until the LAST member has it\n"
+    "    --gateway HOST:PORT  a gateway (required; repeat it to spread the members)\n"
+    "    --members G          receiving members, a user and a connection each "
+    "(required)\n"
+    "    --repeats K          messages (default 10)\n"
+    "    --size BYTES         message body size (default 200)\n"
+    "    --timeout-ms MS      per message: not every member has it by then is an error\n"
+    "                         (default 30000)\n"
+    "  connections N sessions held open on ONE gateway: opening time, the gateway's\n"
+    "             memory per connection, then traffic over them: delivered/s, ack p99\n"
+    "    --gateway HOST:PORT  the gateway (required)\n"
+    "    --connections N      sessions (required; a few users, many sessions each)\n"
+    "    --duration S         seconds of traffic once they are open (default 10)\n"
+    "    --rate R             messages per second over all senders (default 20)\n"
+    "    --size BYTES         message body size (default 200)\n"
+    "    --pid PID            the gateway's chorusd (default: found by the port)\n"
+    "                         (both raise RLIMIT_NOFILE; beyond the hard limit run as\n"
+    "                         root; the gateway's chorusd needs a high limit too)\n"
     "\n"
     "common options:\n"
     "  --json                 one JSON object on stdout (latencies in microseconds)\n"
@@ -143,6 +167,8 @@ struct options {
     const char *plot;
     struct bench_latency_options lat;
     struct bench_throughput_options thr;
+    struct bench_fanout_options fan;
+    struct bench_connections_options con;
 };
 
 static int parse_size(const char *opt, const char *s, size_t min, size_t max, size_t *out)
@@ -184,6 +210,99 @@ static int parse_hostport(const char *opt, const char *s, char *host, size_t hos
     return 0;
 }
 
+/* The options of fanout and connections (o already holds the defaults). */
+static int parse_crowd_options(int argc, char **argv, struct options *o, int fanout)
+{
+    int have_members = 0, have_conns = 0, have_gw = 0;
+    for (int i = 2; i < argc; i++) {
+        char name[64];
+        const char *arg = argv[i], *val = NULL;
+        const char *eq = strchr(arg, '=');
+        if (strncmp(arg, "--", 2) == 0 && eq != NULL &&
+            (size_t)(eq - arg) < sizeof name) {
+            memcpy(name, arg, (size_t)(eq - arg));
+            name[eq - arg] = 0;
+            val = eq + 1;
+        } else {
+            snprintf(name, sizeof name, "%s", arg);
+        }
+        if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0) {
+            fputs(usage_text, stdout);
+            exit(0);
+        }
+        if (strcmp(name, "--json") == 0) {
+            if (val != NULL)
+                return usage_error("--json takes no value");
+            o->json = 1;
+            continue;
+        }
+        static const char *const fanout_opts[] = {
+            "--gateway",    "--members", "--repeats", "--size",
+            "--timeout-ms", "--plot",    NULL};
+        static const char *const connections_opts[] = {
+            "--gateway", "--connections", "--duration", "--rate",
+            "--size",    "--pid",         "--plot",     NULL};
+        const char *const *known_opts = fanout ? fanout_opts : connections_opts;
+        int known = 0;
+        for (size_t k = 0; known_opts[k] != NULL; k++)
+            known |= strcmp(name, known_opts[k]) == 0;
+        if (!known)
+            return usage_error("%s is not an option of the %s mode", name, o->mode);
+        if (val == NULL) {
+            if (i + 1 >= argc)
+                return usage_error("%s needs a value", name);
+            val = argv[++i];
+        }
+        int rv = 0;
+        size_t v;
+        if (strcmp(name, "--plot") == 0) {
+            o->plot = val;
+        } else if (strcmp(name, "--gateway") == 0 && fanout) {
+            if (o->fan.n_gateways == BENCH_MAX_GATEWAYS)
+                return usage_error("at most %d gateways", BENCH_MAX_GATEWAYS);
+            struct bench_gateway *g = &o->fan.gateways[o->fan.n_gateways++];
+            rv = parse_hostport(name, val, g->host, sizeof g->host, &g->port);
+            have_gw = 1;
+        } else if (strcmp(name, "--gateway") == 0) {
+            if (have_gw)
+                return usage_error("connections: one --gateway only");
+            rv = parse_hostport(name, val, o->con.gateway.host,
+                                sizeof o->con.gateway.host, &o->con.gateway.port);
+            have_gw = 1;
+        } else if (strcmp(name, "--members") == 0) {
+            rv = parse_size(name, val, 1, 100000, &o->fan.members);
+            have_members = 1;
+        } else if (strcmp(name, "--repeats") == 0) {
+            rv = parse_size(name, val, 1, 1000000, &o->fan.repeats);
+        } else if (strcmp(name, "--size") == 0) {
+            rv = parse_size(name, val, 1, 65536, fanout ? &o->fan.size : &o->con.size);
+        } else if (strcmp(name, "--timeout-ms") == 0) {
+            rv = parse_size(name, val, 1, 3600000, &v);
+            o->fan.timeout_ms = (unsigned)v;
+        } else if (strcmp(name, "--connections") == 0) {
+            rv = parse_size(name, val, 2, 1000000, &o->con.connections);
+            have_conns = 1;
+        } else if (strcmp(name, "--duration") == 0) {
+            rv = parse_size(name, val, 1, 86400, &v);
+            o->con.duration_s = (double)v;
+        } else if (strcmp(name, "--rate") == 0) {
+            rv = parse_rate(name, val, &o->con.rate);
+        } else if (strcmp(name, "--pid") == 0) {
+            rv = parse_size(name, val, 1, 1u << 30, &v);
+            o->con.pid = (long)v;
+        }
+        if (rv != 0)
+            return EXIT_USAGE;
+    }
+    if (!have_gw)
+        return usage_error("%s: --gateway HOST:PORT is required", o->mode);
+    if (fanout && !have_members)
+        return usage_error("fanout: --members G is required");
+    if (!fanout && !have_conns)
+        return usage_error("connections: --connections N is required");
+    return 0;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
     memset(o, 0, sizeof *o);
@@ -197,9 +316,16 @@ static int parse_options(int argc, char **argv, struct options *o)
     o->thr.window = 4;
     o->thr.duration_s = 10;
     o->thr.size = 200;
+    o->fan.repeats = 10;
+    o->fan.size = 200;
+    o->fan.timeout_ms = 30000;
+    o->con.duration_s = 10;
+    o->con.rate = 20;
+    o->con.size = 200;
     int have_gw = 0, have_gw2 = 0;
     if (argc < 2)
-        return usage_error("a mode is required: floor, latency or throughput");
+        return usage_error(
+            "a mode is required: floor, latency, throughput, fanout or connections");
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         fputs(usage_text, stdout);
         exit(0);
@@ -208,8 +334,15 @@ static int parse_options(int argc, char **argv, struct options *o)
     int floor_mode = strcmp(o->mode, "floor") == 0;
     int latency_mode = strcmp(o->mode, "latency") == 0;
     int throughput_mode = strcmp(o->mode, "throughput") == 0;
-    if (!floor_mode && !latency_mode && !throughput_mode)
-        return usage_error("unknown mode \"%s\" (floor, latency or throughput)", o->mode);
+    int fanout_mode = strcmp(o->mode, "fanout") == 0;
+    int connections_mode = strcmp(o->mode, "connections") == 0;
+    if (!floor_mode && !latency_mode && !throughput_mode && !fanout_mode &&
+        !connections_mode)
+        return usage_error(
+            "unknown mode \"%s\" (floor, latency, throughput, fanout or connections)",
+            o->mode);
+    if (fanout_mode || connections_mode)
+        return parse_crowd_options(argc, argv, o, fanout_mode);
     for (int i = 2; i < argc; i++) {
         char name[64];
         const char *arg = argv[i], *val = NULL;
@@ -770,6 +903,190 @@ static int run_throughput(const struct options *o)
     return code;
 }
 
+static void json_put_codes(json_t *obj, const struct bench_error_count *codes, size_t n)
+{
+    json_t *c = json_object();
+    for (size_t i = 0; i < n; i++)
+        json_object_set_new(c, codes[i].code, json_integer((json_int_t)codes[i].count));
+    json_object_set_new(obj, "error_codes", c);
+}
+
+static void print_errors(size_t errors, const struct bench_error_count *codes, size_t n)
+{
+    printf("\nerrors: %zu", errors);
+    for (size_t i = 0; i < n; i++)
+        printf("%s%s %zu", i ? ", " : " (", codes[i].code, codes[i].count);
+    printf("%s\n", n ? ")" : "");
+}
+
+static int run_fanout(const struct options *o)
+{
+    const struct bench_fanout_options *f = &o->fan;
+    struct bench_fanout_result fr;
+    struct bench_summary fs, ms, as;
+    memset(&fr, 0, sizeof fr);
+    bench_stats_init(&fr.fanout);
+    bench_stats_init(&fr.member_p50);
+    bench_stats_init(&fr.ack);
+    int code = 0;
+    int rv = bench_fanout_run(f, &fr);
+    if (rv != 0) {
+        fprintf(stderr, "chorus-bench: fanout: %s\n", fr.failure);
+        code = EXIT_FAILED;
+    } else if (fr.errors > 0 || fr.interrupted) {
+        code = EXIT_FAILED;
+    }
+    bench_stats_summarize(&fr.fanout, &fs);
+    bench_stats_summarize(&fr.member_p50, &ms);
+    bench_stats_summarize(&fr.ack, &as);
+    if (o->json) {
+        json_t *obj = json_object();
+        json_object_set_new(obj, "mode", json_string("fanout"));
+        json_object_set_new(obj, "ok", json_boolean(code == 0));
+        if (rv != 0)
+            json_object_set_new(obj, "failure", json_string(fr.failure));
+        json_t *gws = json_array();
+        for (size_t i = 0; i < f->n_gateways; i++)
+            json_array_append_new(
+                gws, json_sprintf("%s:%d", f->gateways[i].host, f->gateways[i].port));
+        json_object_set_new(obj, "gateways", gws);
+        json_object_set_new(obj, "members", json_integer((json_int_t)f->members));
+        json_object_set_new(obj, "repeats", json_integer((json_int_t)fr.sent));
+        json_object_set_new(obj, "completed", json_integer((json_int_t)fr.completed));
+        json_object_set_new(obj, "size", json_integer((json_int_t)f->size));
+        json_object_set_new(obj, "conv", json_integer((json_int_t)fr.conv));
+        json_object_set_new(obj, "setup_s", json_real(fr.setup_s));
+        json_object_set_new(obj, "errors", json_integer((json_int_t)fr.errors));
+        json_put_codes(obj, fr.codes, fr.n_codes);
+        if (fr.interrupted)
+            json_object_set_new(obj, "interrupted", json_true());
+        json_put_summary(obj, "fanout", &fs);
+        json_put_summary(obj, "member_p50", &ms);
+        json_put_summary(obj, "ack", &as);
+        json_print(obj);
+    } else if (rv == 0 || fr.sent > 0) {
+        printf("fanout: %zu of %zu messages to a group of %zu members (+ the sender), "
+               "%zu-byte bodies, %zu gateway%s; setup %.1f s\n\n",
+               fr.sent, f->repeats, f->members, f->size, f->n_gateways,
+               f->n_gateways == 1 ? "" : "s", fr.setup_s);
+        table_header();
+        table_row("send->last member", &fs);
+        table_row("send->median member", &ms);
+        table_row("send->ack", &as);
+        print_errors(fr.errors, fr.codes, fr.n_codes);
+        if (fr.interrupted)
+            printf("interrupted\n");
+    }
+    if (o->plot != NULL && (fs.count > 0 || as.count > 0)) {
+        struct plot_series s[3] = {{"last", "send->last member", &fr.fanout},
+                                   {"median", "send->median member", &fr.member_p50},
+                                   {"ack", "send->ack", &fr.ack}};
+        char title[160];
+        snprintf(title, sizeof title, "chorus-bench fanout: %zu members, %zu messages",
+                 f->members, fr.sent);
+        if (plot(o->plot, title, s, 3) != 0)
+            code = EXIT_FAILED;
+    }
+    bench_stats_free(&fr.fanout);
+    bench_stats_free(&fr.member_p50);
+    bench_stats_free(&fr.ack);
+    return code;
+}
+
+static int run_connections(const struct options *o)
+{
+    const struct bench_connections_options *c = &o->con;
+    struct bench_connections_result cr;
+    struct bench_summary as;
+    memset(&cr, 0, sizeof cr);
+    bench_stats_init(&cr.ack);
+    int code = 0;
+    int rv = bench_connections_run(c, &cr);
+    if (rv != 0) {
+        fprintf(stderr, "chorus-bench: connections: %s\n", cr.failure);
+        code = EXIT_FAILED;
+    } else if (cr.errors > 0 || cr.interrupted) {
+        code = EXIT_FAILED;
+    }
+    bench_stats_summarize(&cr.ack, &as);
+    double secs = cr.elapsed_s;
+    double delivered_per_s = secs > 0 ? (double)cr.delivered / secs : 0;
+    int have_mem = cr.pid > 0 && cr.rss_before > 0 && cr.rss_after > 0 && cr.open > 0;
+    double mem_per_conn =
+        have_mem ? ((double)cr.rss_after - (double)cr.rss_before) / (double)cr.open : 0;
+    static const char no_pid[] =
+        "the gateway's process was not found or not readable (give --pid): no memory "
+        "figure";
+    if (o->json) {
+        json_t *obj = json_object();
+        json_object_set_new(obj, "mode", json_string("connections"));
+        json_object_set_new(obj, "ok", json_boolean(code == 0));
+        if (rv != 0)
+            json_object_set_new(obj, "failure", json_string(cr.failure));
+        json_object_set_new(obj, "gateway",
+                            json_sprintf("%s:%d", c->gateway.host, c->gateway.port));
+        json_object_set_new(obj, "connections", json_integer((json_int_t)c->connections));
+        json_object_set_new(obj, "connections_open", json_integer((json_int_t)cr.open));
+        json_object_set_new(obj, "users", json_integer((json_int_t)cr.users));
+        json_object_set_new(obj, "senders", json_integer((json_int_t)cr.senders));
+        json_object_set_new(obj, "open_s", json_real(cr.open_s));
+        json_object_set_new(obj, "pid", cr.pid > 0 ? json_integer(cr.pid) : json_null());
+        json_object_set_new(obj, "rss_before_bytes",
+                            have_mem ? json_integer((json_int_t)cr.rss_before)
+                                     : json_null());
+        json_object_set_new(obj, "rss_after_bytes",
+                            have_mem ? json_integer((json_int_t)cr.rss_after)
+                                     : json_null());
+        json_object_set_new(obj, "mem_per_conn_bytes",
+                            have_mem ? json_real(mem_per_conn) : json_null());
+        if (!have_mem)
+            json_object_set_new(obj, "warning", json_string(no_pid));
+        json_object_set_new(obj, "rate", json_real(c->rate));
+        json_object_set_new(obj, "size", json_integer((json_int_t)c->size));
+        json_object_set_new(obj, "duration_s", json_real(secs));
+        json_object_set_new(obj, "sent", json_integer((json_int_t)cr.sent));
+        json_object_set_new(obj, "acked", json_integer((json_int_t)cr.acked));
+        json_object_set_new(obj, "delivered", json_integer((json_int_t)cr.delivered));
+        json_object_set_new(obj, "delivered_per_s", json_real(delivered_per_s));
+        json_object_set_new(obj, "errors", json_integer((json_int_t)cr.errors));
+        json_put_codes(obj, cr.codes, cr.n_codes);
+        if (cr.interrupted)
+            json_object_set_new(obj, "interrupted", json_true());
+        json_put_summary(obj, "ack", &as);
+        json_print(obj);
+    } else if (rv == 0 || cr.open > 0) {
+        printf("connections: %zu of %zu sessions open on %s:%d (%zu users, %zu senders), "
+               "opened in %.2f s (%.0f/s)\n",
+               cr.open, c->connections, c->gateway.host, c->gateway.port, cr.users,
+               cr.senders, cr.open_s, cr.open_s > 0 ? (double)cr.open / cr.open_s : 0);
+        if (have_mem)
+            printf("gateway pid %ld: VmRSS %.1f MiB -> %.1f MiB, %.0f bytes per "
+                   "connection\n",
+                   cr.pid, (double)cr.rss_before / 1048576.0,
+                   (double)cr.rss_after / 1048576.0, mem_per_conn);
+        else
+            printf("%s\n", no_pid);
+        printf("%.1f s of traffic at %g msg/s: %zu sent, %zu acked, %zu delivered "
+               "(%.0f/s)\n\n",
+               secs, c->rate, cr.sent, cr.acked, cr.delivered, delivered_per_s);
+        table_header();
+        table_row("send->ack", &as);
+        print_errors(cr.errors, cr.codes, cr.n_codes);
+        if (cr.interrupted)
+            printf("interrupted\n");
+    }
+    if (o->plot != NULL && as.count > 0) {
+        struct plot_series s[1] = {{"ack", "send->ack", &cr.ack}};
+        char title[160];
+        snprintf(title, sizeof title, "chorus-bench connections: %zu open, %g msg/s",
+                 cr.open, c->rate);
+        if (plot(o->plot, title, s, 1) != 0)
+            code = EXIT_FAILED;
+    }
+    bench_stats_free(&cr.ack);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
@@ -785,6 +1102,10 @@ int main(int argc, char **argv)
         return run_floor(&o);
     if (strcmp(o.mode, "throughput") == 0)
         return run_throughput(&o);
+    if (strcmp(o.mode, "fanout") == 0)
+        return run_fanout(&o);
+    if (strcmp(o.mode, "connections") == 0)
+        return run_connections(&o);
     return run_latency(&o);
 }
 

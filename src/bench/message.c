@@ -90,7 +90,9 @@ static int decode_reply(json_t *root, struct bench_message *m, char *err, size_t
         if (get_uint(result, "conv", 0, 1, BENCH_MSG_MAX_CONV, &m->result_conv, err,
                      errlen) != 0 ||
             get_uint(result, "seq", 0, 0, BENCH_MSG_MAX_CONV, &m->result_seq, err,
-                     errlen) != 0)
+                     errlen) != 0 ||
+            get_string(result, "token", 0, m->result_token, sizeof m->result_token, err,
+                       errlen) != 0)
             return -1;
         return 0;
     }

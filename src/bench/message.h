@@ -18,6 +18,7 @@ enum bench_message_type {
 #define BENCH_MSG_MAX_EVENT 16         /* event kinds ("member_added") */
 #define BENCH_MSG_MAX_CLIENT_MSG_ID 64 /* as the gateway's limit */
 #define BENCH_MSG_MAX_CONV ((1ull << 53) - 1)
+#define BENCH_MSG_MAX_TOKEN 512 /* as the gateway's AUTH_MAX_TOKEN */
 
 /*
  * One decoded message.  Strings are copied into the struct (NUL-terminated), so it
@@ -35,6 +36,7 @@ struct bench_message {
     uint64_t retry_after_ms;           /* error.retry_after_ms, 0 when absent */
     uint64_t result_conv; /* result.conv when the result has one (create, send) */
     uint64_t result_seq;  /* result.seq when present */
+    char result_token[BENCH_MSG_MAX_TOKEN + 1]; /* result.token (register, login) */
 
     /* event */
     uint64_t conv;

@@ -65,6 +65,14 @@ int bench_ws_open(struct bench_ws_client *c, const char *host, int port, const c
                   const struct bench_ws_callbacks *cb, void *data, struct bench_ws **out,
                   char *err, size_t errlen);
 
+/* As bench_ws_open, with the socket bound to the local address iface first (an
+ * IP such as "127.0.0.2", or NULL for any): each source address has its own range
+ * of ephemeral ports, so many addresses allow more connections to one server port
+ * than one range holds. */
+int bench_ws_open_from(struct bench_ws_client *c, const char *iface, const char *host,
+                       int port, const char *path, const struct bench_ws_callbacks *cb,
+                       void *data, struct bench_ws **out, char *err, size_t errlen);
+
 /* Queues one text message (copied); on_written(tag) follows once it is written.
  * 0, CH_ENOMEM, or CH_EIO when the connection is not open. */
 int bench_ws_send(struct bench_ws *ws, const char *text, size_t len, uint64_t tag);

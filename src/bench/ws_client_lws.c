@@ -282,6 +282,13 @@ int bench_ws_open(struct bench_ws_client *c, const char *host, int port, const c
                   const struct bench_ws_callbacks *cb, void *data, struct bench_ws **out,
                   char *err, size_t errlen)
 {
+    return bench_ws_open_from(c, NULL, host, port, path, cb, data, out, err, errlen);
+}
+
+int bench_ws_open_from(struct bench_ws_client *c, const char *iface, const char *host,
+                       int port, const char *path, const struct bench_ws_callbacks *cb,
+                       void *data, struct bench_ws **out, char *err, size_t errlen)
+{
     *out = NULL;
     if (c->stopped)
         return ch_fail(err, errlen, CH_EIO, "client stopped");
@@ -305,6 +312,7 @@ int bench_ws_open(struct bench_ws_client *c, const char *host, int port, const c
     ci.address = host;
     ci.port = port;
     ci.path = path;
+    ci.iface = iface;
     ci.host = host_header;
     ci.origin = host_header;
     ci.local_protocol_name = protocols[0].name;

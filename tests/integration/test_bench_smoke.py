@@ -9,6 +9,11 @@ shared CI machines):
  - `throughput --json` (8 connections over 4 conversations, spread over the three
    gateways, 3 s): the keys, acked > 0, delivered > 0, no errors (the fixture raises
    the gateway's rate limits), 0 < p50 <= p99 <= p999 of the acks;
+ - `fanout --json` (50 members over the three gateways, 3 repeats): the keys, every
+   message reached every member, no errors, 0 < p50 <= p99 of the last member's time;
+ - `connections --json` (200 sessions on one gateway, 2 s of traffic): the keys,
+   every session opened, no errors, something delivered, the gateway's process found
+   by its port and a memory figure reported (never a size threshold);
  - the human table and exit statuses: 2 for usage errors, 1 for an unreachable
    gateway (with the reason in the JSON);
  - a fake gateway that answers sends with malformed JSON: the tool counts
@@ -143,6 +148,65 @@ def test_throughput_json():
     want = out["acked"] / out["duration_s"]
     assert abs(out["acked_per_s"] - want) <= 1e-6 * want, (out["acked_per_s"], want)
     check_percentiles(out, "ack", out["acked"])
+
+
+def test_fanout_json():
+    gws = []
+    for gw in GW:
+        gws += ["--gateway", gw]
+    out = bench_json("fanout", *gws, "--members", 50, "--repeats", 3, timeout=180)
+    assert out["mode"] == "fanout" and out["ok"] is True, out
+    assert out["gateways"] == GW, out["gateways"]
+    assert out["members"] == 50 and out["repeats"] == 3 and out["size"] == 200, out
+    assert out["completed"] == 3, out
+    assert out["errors"] == 0 and out["error_codes"] == {}, out
+    assert out["conv"] > 0 and out["setup_s"] > 0, out
+    check_percentiles(out, "fanout", 3)
+    check_percentiles(out, "member_p50", 3)
+    check_percentiles(out, "ack", 3)
+    # the median member never gets a message after the last one
+    assert out["member_p50_max_us"] <= out["fanout_max_us"], out
+
+
+def test_connections_json():
+    out = bench_json("connections", "--gateway", GW[0], "--connections", 200,
+                     "--duration", 2, "--rate", 20, timeout=180)
+    assert out["mode"] == "connections" and out["ok"] is True, out
+    assert out["gateway"] == GW[0], out["gateway"]
+    assert out["connections"] == 200 and out["connections_open"] == 200, out
+    assert out["users"] >= 2 and 1 <= out["senders"] <= out["users"], out
+    assert out["errors"] == 0 and out["error_codes"] == {}, out
+    assert out["open_s"] > 0 and out["duration_s"] > 0, out
+    assert out["sent"] >= out["acked"] > 0, out
+    assert out["delivered"] > 0, out
+    want = out["delivered"] / out["duration_s"]
+    assert abs(out["delivered_per_s"] - want) <= 1e-6 * want, (out["delivered_per_s"], want)
+    assert out["pid"] == cluster.pid(1), (out["pid"], cluster.pid(1))
+    for key in ("rss_before_bytes", "rss_after_bytes"):
+        assert isinstance(out[key], int) and out[key] > 0, (key, out[key])
+    assert isinstance(out["mem_per_conn_bytes"], float), out["mem_per_conn_bytes"]
+    assert "warning" not in out, out
+    check_percentiles(out, "ack", out["acked"], with_p999=False)
+
+
+def test_crowd_table_and_usage():
+    p = bench("fanout", "--gateway", GW[1], "--members", 3, "--repeats", 2)
+    assert p.returncode == 0, p.stderr
+    assert "send->last member" in p.stdout and "errors: 0" in p.stdout, p.stdout
+    p = bench("connections", "--gateway", GW[1], "--connections", 10, "--duration", 1)
+    assert p.returncode == 0, p.stderr
+    assert "sessions open" in p.stdout and "errors: 0" in p.stdout, p.stdout
+    for args in (["fanout"], ["fanout", "--gateway", GW[0]],
+                 ["fanout", "--gateway", GW[0], "--members", "0"],
+                 ["fanout", "--gateway", GW[0], "--members", "5", "--window", "2"],
+                 ["connections", "--gateway", GW[0]],
+                 ["connections", "--gateway", GW[0], "--connections", "1"],
+                 ["connections", "--gateway", GW[0], "--gateway", GW[1],
+                  "--connections", "5"],
+                 ["connections", "--gateway", GW[0], "--connections", "5", "--members", "2"]):
+        p = bench(*args)
+        assert p.returncode == 2, "%r -> %d (want 2)\n%s" % (args, p.returncode, p.stderr)
+        assert p.stderr, args
 
 
 def test_table_output():
@@ -321,7 +385,8 @@ if __name__ == "__main__":
     try:
         setup()
         run_tests(test_floor_json, test_latency_json, test_latency_group_with_floor,
-                  test_throughput_json, test_table_output, test_exit_statuses, test_malformed_messages_are_errors)
+                  test_throughput_json, test_fanout_json, test_connections_json,
+                  test_crowd_table_and_usage, test_table_output, test_exit_statuses, test_malformed_messages_are_errors)
     finally:
         if cluster is not None:
             cluster.down()
