@@ -38,6 +38,7 @@
 #include "../common/error.h"
 #include "bench.h"
 #include "stats.h"
+#include "ws_client.h"
 
 #define EXIT_FAILED 1
 #define EXIT_USAGE 2
@@ -97,6 +98,8 @@ static const char usage_text[] =
     "common options:\n"
     "  --json                 one JSON object on stdout (latencies in microseconds)\n"
     "  --plot FILE.png        a latency distribution plot (needs gnuplot)\n"
+    "  --no-batch             one message per WebSocket frame (default: batched frames,\n"
+    "                         /ws?batch=1, as the web client does)\n"
     "  -h, --help             this text\n"
     "\n"
     "exit status: 0 ok, 1 the run failed or counted errors, 2 usage\n";
@@ -1089,6 +1092,16 @@ static int run_connections(const struct options *o)
 
 int main(int argc, char **argv)
 {
+    /* --no-batch, an option of every mode, is taken out before the modes' parsers */
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 1 && strcmp(argv[i], "--no-batch") == 0)
+            bench_ws_path = "/ws";
+        else
+            argv[n++] = argv[i];
+    }
+    argc = n;
+    argv[argc] = NULL;
     struct options o;
     if (parse_options(argc, argv, &o) != 0)
         return EXIT_USAGE;

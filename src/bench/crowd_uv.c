@@ -448,7 +448,7 @@ static int open_conn(struct run *run, struct sess *s)
 {
     char src[32], err[256];
     const char *iface = source_address(run, src, sizeof src);
-    int rv = bench_ws_open_from(run->client, iface, s->gw->host, s->gw->port, "/ws",
+    int rv = bench_ws_open_from(run->client, iface, s->gw->host, s->gw->port, bench_ws_path,
                                 &callbacks, s, &s->ws, err, sizeof err);
     if (rv != 0) {
         finish(run, CH_EIO, "%s %zu: %s", s->registration ? "registration" : "session",

@@ -591,7 +591,7 @@ int bench_latency_run(const struct bench_latency_options *o,
 
     struct peer *peers[2] = {&run->sender, &run->receiver};
     for (int i = 0; i < 2 && run->phase != DONE; i++) {
-        rv = bench_ws_open(run->client, peers[i]->host, peers[i]->port, "/ws", &callbacks,
+        rv = bench_ws_open(run->client, peers[i]->host, peers[i]->port, bench_ws_path, &callbacks,
                            peers[i], &peers[i]->ws, err, sizeof err);
         if (rv != 0)
             finish(run, CH_EIO, "%s: %s", peers[i]->role, err);

@@ -660,7 +660,7 @@ int bench_throughput_run(const struct bench_throughput_options *o,
     uv_signal_start(&run->sigint, on_sigint, SIGINT);
     for (size_t i = 0; i < o->connections && run->phase != DONE; i++) {
         struct conn *c = &run->conns[i];
-        rv = bench_ws_open(run->client, c->gw->host, c->gw->port, "/ws", &callbacks, c,
+        rv = bench_ws_open(run->client, c->gw->host, c->gw->port, bench_ws_path, &callbacks, c,
                            &c->ws, err, sizeof err);
         if (rv != 0)
             finish(run, CH_EIO, "connection %zu: %s", i, err);

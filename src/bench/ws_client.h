@@ -10,6 +10,10 @@ struct uv_loop_s;
 struct bench_ws_client;
 struct bench_ws;
 
+/* The path every mode connects to: "/ws?batch=1" (batched frames, the default) or
+ * "/ws" (one message per frame: `--no-batch`, to compare). */
+extern const char *bench_ws_path;
+
 /* The largest message the client reassembles; a longer one closes the connection
  * (on_close says why). */
 #define BENCH_WS_MAX_MESSAGE (4u << 20)

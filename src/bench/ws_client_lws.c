@@ -4,9 +4,12 @@
  * listening port), and any number of client connections on it.
  *
  * Each connection has a queue of outgoing messages, each built with LWS_PRE bytes
- * of headroom; one is written per CLIENT_WRITEABLE callback, re-arming while the
- * queue is non-empty (libwebsockets allows one lws_write per writeable callback).
- * Incoming frames are reassembled until the final fragment of a message.
+ * of headroom; one frame is written per CLIENT_WRITEABLE callback, re-arming while
+ * the queue is non-empty (libwebsockets allows one lws_write per writeable
+ * callback).  Incoming frames are reassembled until the final fragment of a
+ * message.  On a batched connection (a path with batch=1, docs/protocol.md) that
+ * frame carries as many queued messages as fit in BATCH_BYTES, one per line, and
+ * each line of an incoming message is handed to on_message on its own.
  *
  * A connection's memory is released in one place, finish(), when libwebsockets
  * reports the connection failed or closed, or when the client stops; finish()
@@ -23,6 +26,12 @@
 
 #include "../common/error.h"
 #include "ws_client.h"
+
+const char *bench_ws_path = "/ws?batch=1";
+
+/* The largest batched frame the client writes (the gateway's own is 32 KiB). */
+#define BATCH_BYTES 32768
+#define BATCH_MAX_MESSAGES 256
 
 struct out_msg {
     struct out_msg *next;
@@ -48,6 +57,7 @@ struct bench_ws {
     char *rx;
     size_t rx_len, rx_cap;
     int rx_binary;
+    int batch; /* connected with batch=1 */
 };
 
 struct bench_ws_client {
@@ -56,6 +66,7 @@ struct bench_ws_client {
     struct bench_ws *conns;
     unsigned next_id;
     int stopped;
+    unsigned char *wbuf; /* LWS_PRE + BATCH_BYTES: a batched frame being written */
 };
 
 static void free_queue(struct bench_ws *ws)
@@ -139,8 +150,54 @@ static int on_receive(struct lws *wsi, struct bench_ws *ws, const void *in, size
     }
     size_t n = ws->rx_len;
     ws->rx_len = 0;
-    ws->cb->on_message(ws, ws->data, ws->rx, n, now);
-    return ws->wsi == NULL ? -1 : 0; /* the callback cannot free ws: finish() does */
+    if (!ws->batch) {
+        ws->cb->on_message(ws, ws->data, ws->rx, n, now);
+        return ws->wsi == NULL ? -1 : 0; /* the callback cannot free ws: finish() does */
+    }
+    const char *p = ws->rx, *end = ws->rx + n;
+    while (p < end && ws->wsi != NULL) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *eol = nl != NULL ? nl : end;
+        if (eol > p)
+            ws->cb->on_message(ws, ws->data, p, (size_t)(eol - p), now);
+        p = nl != NULL ? nl + 1 : end;
+    }
+    return ws->wsi == NULL ? -1 : 0;
+}
+
+/* A batched frame: the queued messages that fit, one per line, one lws_write;
+ * on_written for each.  1 when written, 0 when the oldest message alone is too
+ * large (the caller writes it on its own), -1 when the connection finished. */
+static int write_batch(struct lws *wsi, struct bench_ws *ws)
+{
+    unsigned char *buf = ws->client->wbuf + LWS_PRE;
+    size_t used = 0, k = 0;
+    uint64_t tags[BATCH_MAX_MESSAGES];
+    for (struct out_msg *m = ws->head;
+         m != NULL && k < BATCH_MAX_MESSAGES && m->len + 1 <= BATCH_BYTES - used; m = m->next) {
+        memcpy(buf + used, m->bytes + LWS_PRE, m->len);
+        used += m->len;
+        buf[used++] = '\n';
+        tags[k++] = m->tag;
+    }
+    if (k == 0)
+        return 0;
+    for (size_t i = 0; i < k; i++) {
+        struct out_msg *m = ws->head;
+        ws->head = m->next;
+        free(m);
+    }
+    if (ws->head == NULL)
+        ws->tail = NULL;
+    uint64_t now = uv_hrtime();
+    if (lws_write(wsi, buf, used, LWS_WRITE_TEXT) < 0) {
+        finish(ws, "write failed");
+        return -1;
+    }
+    for (size_t i = 0; i < k && ws->wsi != NULL; i++)
+        if (ws->cb->on_written != NULL)
+            ws->cb->on_written(ws, ws->data, tags[i], now);
+    return 1;
 }
 
 static int on_writeable(struct lws *wsi, struct bench_ws *ws)
@@ -151,6 +208,16 @@ static int on_writeable(struct lws *wsi, struct bench_ws *ws)
             return 0;
         lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
         return -1; /* CLIENT_CLOSED follows */
+    }
+    if (ws->batch) {
+        int rv = write_batch(wsi, ws);
+        if (rv < 0)
+            return -1;
+        if (rv > 0) {
+            if (ws->wsi != NULL && (ws->head != NULL || ws->closing))
+                lws_callback_on_writable(wsi);
+            return 0;
+        }
     }
     ws->head = m->next;
     if (ws->head == NULL)
@@ -234,8 +301,10 @@ int bench_ws_client_new(uv_loop_t *loop, struct bench_ws_client **out, char *err
 {
     *out = NULL;
     struct bench_ws_client *c = calloc(1, sizeof *c);
-    if (c == NULL)
+    if (c == NULL || (c->wbuf = malloc(LWS_PRE + BATCH_BYTES)) == NULL) {
+        free(c);
         return ch_fail(err, errlen, CH_ENOMEM, "out of memory");
+    }
     c->loop = loop;
     lws_set_log_level(LLL_ERR, lws_log_line);
     void *foreign_loops[1] = {loop};
@@ -250,6 +319,7 @@ int bench_ws_client_new(uv_loop_t *loop, struct bench_ws_client **out, char *err
     info.user = c;
     c->ctx = lws_create_context(&info);
     if (c->ctx == NULL) {
+        free(c->wbuf);
         free(c);
         return ch_fail(err, errlen, CH_EIO,
                        "cannot create the libwebsockets context (is the package "
@@ -275,6 +345,7 @@ void bench_ws_client_free(struct bench_ws_client *c)
         return;
     bench_ws_client_stop(c);
     lws_context_destroy(c->ctx); /* second call, after uv_run: frees the context */
+    free(c->wbuf);
     free(c);
 }
 
@@ -301,6 +372,7 @@ int bench_ws_open_from(struct bench_ws_client *c, const char *iface, const char 
     ws->cb = cb;
     ws->data = data;
     ws->id = ++c->next_id;
+    ws->batch = strstr(path, "batch=1") != NULL;
     ws->next = c->conns;
     if (c->conns != NULL)
         c->conns->prev = ws;
