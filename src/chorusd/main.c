@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -679,6 +680,24 @@ static uint64_t boot_id(void)
     return id ? id : 1;
 }
 
+/*
+ * A gateway holds a socket per client: lift the soft limit on open files to the
+ * hard one (libwebsockets sizes its tables from the limit when the context is
+ * created, so this runs first).  Beyond the hard limit needs the operator
+ * (systemd LimitNOFILE=, docs/operations.md).
+ */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        CH_INFO(-1, "open files limit raised from %llu to %llu", (unsigned long long)was,
+                (unsigned long long)rl.rlim_max);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -733,6 +752,7 @@ int main(int argc, char **argv)
     }
     ch_log_setup((unsigned)node_id, (enum ch_log_level)level);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
 #if defined(CHORUS_BUGS) && CHORUS_BUGS
     /* A test build for the Jepsen suite: CHORUS_BUG may switch on one deliberate
      * bug (bugs.h).  A misspelt name must not run a correct node by accident. */

@@ -309,6 +309,7 @@ static int parse_raft(json_t *raft, struct cluster_raft_tuning *t, char *err,
                                        "snapshot_threshold",
                                        "snapshot_trailing",
                                        "max_inflight_entries",
+                                       "max_inflight_batches",
                                        "segment_size",
                                        "pre_vote",
                                        NULL};
@@ -327,6 +328,8 @@ static int parse_raft(json_t *raft, struct cluster_raft_tuning *t, char *err,
                                &t->snapshot_trailing, err, errlen)) != 0 ||
             (rv = get_opt_uint(raft, "raft.", "max_inflight_entries", 1, 65536,
                                &t->max_inflight_entries, err, errlen)) != 0 ||
+            (rv = get_opt_uint(raft, "raft.", "max_inflight_batches", 1, 65536,
+                               &t->max_inflight_batches, err, errlen)) != 0 ||
             (rv = get_opt_uint(raft, "raft.", "segment_size", 65536, 1u << 30,
                                &t->segment_size, err, errlen)) != 0)
             return rv;
@@ -425,8 +428,9 @@ static int parse_admin(json_t *admin, struct cluster_admin *a, char *err, size_t
 static int parse_gateway(json_t *gw, struct cluster_gateway_tuning *g, char *err,
                          size_t errlen)
 {
-    static const char *const keys[] = {"max_frame",   "max_queue_bytes", "deadline_ms",
-                                       "max_connections", "rate",        NULL};
+    static const char *const keys[] = {"max_frame",       "max_queue_bytes", "deadline_ms",
+                                       "max_connections", "rx_buffer",       "rate",
+                                       NULL};
     static const char *const rate_keys[] = {"send_per_s",   "send_burst",  "typing_per_s",
                                             "typing_burst", "login_per_s", "login_burst",
                                             NULL};
@@ -443,7 +447,9 @@ static int parse_gateway(json_t *gw, struct cluster_gateway_tuning *g, char *err
         (rv = get_opt_uint(gw, "gateway.", "deadline_ms", 100, 600000, &g->deadline_ms,
                            err, errlen)) != 0 ||
         (rv = get_opt_uint(gw, "gateway.", "max_connections", 1, 10000000,
-                           &g->max_connections, err, errlen)) != 0)
+                           &g->max_connections, err, errlen)) != 0 ||
+        (rv = get_opt_uint(gw, "gateway.", "rx_buffer", 256, 1u << 20, &g->rx_buffer, err,
+                           errlen)) != 0)
         return rv;
     json_t *rate = json_object_get(gw, "rate");
     if (rate == NULL)
@@ -587,12 +593,14 @@ int cluster_config_parse(const char *json, size_t len, struct cluster_config *cf
     cfg->raft.snapshot_threshold = 4096;
     cfg->raft.snapshot_trailing = 2048;
     cfg->raft.max_inflight_entries = 1024;
+    cfg->raft.max_inflight_batches = 2;
     cfg->raft.segment_size = 1u << 20;
     cfg->raft.pre_vote = 1;
     clog_limits_default(&cfg->limits);
     cfg->auth.token_ttl_s = 86400;
     cfg->auth.scrypt_log2_n = 14;
     cfg->gateway.max_frame = 96u << 10;
+    cfg->gateway.rx_buffer = 64u << 10;
     cfg->gateway.max_queue_bytes = 4u << 20;
     cfg->gateway.deadline_ms = 10000;
     cfg->gateway.max_connections = 200000;

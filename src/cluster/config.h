@@ -40,6 +40,7 @@ struct cluster_raft_tuning {
     uint32_t snapshot_threshold;   /* entries between snapshots, default 4096 */
     uint32_t snapshot_trailing;    /* entries kept after a snapshot, default 2048 */
     uint32_t max_inflight_entries; /* default 1024 */
+    uint32_t max_inflight_batches; /* a shard's uncommitted entries of its own, default 2 */
     uint32_t segment_size;         /* raft_uv open segment bytes, default 1 MiB */
     int pre_vote;                  /* default 1 */
 };
@@ -65,6 +66,7 @@ struct cluster_rate {
 
 struct cluster_gateway_tuning {
     uint32_t max_frame;       /* bytes of one client message, default 98304 */
+    uint32_t rx_buffer;       /* libwebsockets' receive buffer per connection, 65536 */
     uint32_t max_queue_bytes; /* unsent bytes per connection before it is dropped, 4 MiB */
     uint32_t deadline_ms;     /* a write's routing deadline before `unavailable`, 10000 */
     uint32_t max_connections; /* per gateway, default 200000 */

@@ -94,6 +94,7 @@ struct gw {
     int stopped;
     uint64_t headroom;
     uint8_t *batch_buf; /* LWS_PRE + GW_BATCH_BYTES: a batched frame being written */
+    void *protocols; /* struct lws_protocols[2]: the client protocol, the terminator */
     uint64_t presence_refresh_at;
     struct {
         uint64_t connections, requests, replies, errors, rate_limited, auth_failures;

@@ -40,9 +40,7 @@
 #define GW_BATCH_BYTES 32768
 
 /* Per-wsi state kept by libwebsockets (per_session_data_size). */
-struct pss {
-    struct gw_client *c;
-    /* HTTP transaction */
+struct pss_http {
     int method; /* 'G', 'P', 'D' */
     char path[256];
     char query_after[64], query_before[64], query_limit[64]; /* "name=" + value */
@@ -52,11 +50,18 @@ struct pss {
     int body_too_large;
     int rest_op;
     int rest_status_ok; /* 200 or 201 */
+};
+
+/* Kept small: libwebsockets allocates one for every connection, and a WebSocket's
+ * costs its memory for as long as it is open.  An HTTP transaction's state is
+ * allocated when its first HTTP callback comes. */
+struct pss {
+    struct gw_client *c;
+    struct pss_http *h; /* HTTP transaction, NULL on a WebSocket */
     /* WebSocket reassembly */
     uint8_t *rx;
     size_t rx_len, rx_cap;
     int rx_binary;
-    int rx_oversize;
 };
 
 /* ---- clients --------------------------------------------------------------------------- */
@@ -279,7 +284,7 @@ static void set_u64_arg(json_t *req, const char *name, const char *text, uint64_
 /* Maps method + path onto an op and its path parameters; sets *status_ok. */
 static const char *rest_route(struct pss *pss, json_t *req, int *status_ok)
 {
-    const char *p = pss->path + strlen("/api/v1");
+    const char *p = pss->h->path + strlen("/api/v1");
     char seg[4][128];
     int n = 0;
     while (*p == '/' && n < 4) {
@@ -295,7 +300,7 @@ static const char *rest_route(struct pss *pss, json_t *req, int *status_ok)
     if (*p != 0)
         return NULL;
     *status_ok = 200;
-    char m = (char)pss->method;
+    char m = (char)pss->h->method;
     if (n == 1 && strcmp(seg[0], "register") == 0 && m == 'P') {
         *status_ok = 201;
         return "register";
@@ -331,7 +336,7 @@ static const char *rest_route(struct pss *pss, json_t *req, int *status_ok)
         if (m != 'G')
             return NULL;
         const char *names[3] = {"after", "before", "limit"};
-        const char *vals[3] = {pss->query_after, pss->query_before, pss->query_limit};
+        const char *vals[3] = {pss->h->query_after, pss->h->query_before, pss->h->query_limit};
         for (int i = 0; i < 3; i++) {
             uint64_t v;
             if (vals[i][0] == 0)
@@ -353,12 +358,12 @@ static int rest_dispatch(struct lws *wsi, struct pss *pss)
     struct gw *gw = lws_context_user(lws_get_context(wsi));
     /* Every early answer below completes the transaction (and frees pss): nothing
      * may stay owned by pss past an http_error. */
-    uint8_t *body = pss->body;
-    size_t body_len = pss->body_len;
-    int too_large = pss->body_too_large;
-    pss->body = NULL;
-    pss->body_len = 0;
-    pss->body_too_large = 0;
+    uint8_t *body = pss->h->body;
+    size_t body_len = pss->h->body_len;
+    int too_large = pss->h->body_too_large;
+    pss->h->body = NULL;
+    pss->h->body_len = 0;
+    pss->h->body_too_large = 0;
     if (too_large) {
         free(body);
         return http_error(wsi, 413, "too_large", "request body too large");
@@ -394,9 +399,9 @@ static int rest_dispatch(struct lws *wsi, struct pss *pss)
         return http_error(wsi, 500, "internal", "out of memory");
     }
     pss->c = c;
-    pss->rest_status_ok = status_ok;
+    pss->h->rest_status_ok = status_ok;
     if (strcmp(op, "register") != 0 && strcmp(op, "login") != 0) {
-        const char *a = pss->auth;
+        const char *a = pss->h->auth;
         int rv = CH_EUNAUTHORIZED;
         if (strncmp(a, "Bearer ", 7) == 0)
             rv = gw_auth_token(c, a + 7, strlen(a + 7));
@@ -415,12 +420,20 @@ static int rest_dispatch(struct lws *wsi, struct pss *pss)
     return 0;
 }
 
-static void pss_http_reset(struct pss *pss)
+/* Ends the HTTP transaction's state: its body, its client, and (free_h) the
+ * pss_http itself. */
+static void pss_http_reset(struct pss *pss, int free_h)
 {
-    free(pss->body);
-    pss->body = NULL;
-    pss->body_len = 0;
-    pss->body_too_large = 0;
+    if (pss->h != NULL) {
+        free(pss->h->body);
+        pss->h->body = NULL;
+        pss->h->body_len = 0;
+        pss->h->body_too_large = 0;
+        if (free_h) {
+            free(pss->h);
+            pss->h = NULL;
+        }
+    }
     if (pss->c != NULL) {
         pss->c->wsi = NULL;
         client_free(pss->c);
@@ -632,20 +645,61 @@ static int ws_writeable(struct lws *wsi, struct gw_client *c)
     return 0;
 }
 
+/* One whole WebSocket message from the client: its request(s). */
+static void ws_message(struct gw_client *c, const char *text, size_t len, int binary)
+{
+    if (c->closing)
+        return;
+    if (binary) {
+        struct ch_wbuf b;
+        ch_wbuf_init(&b);
+        wire_reply_error(&b, "null", CH_EMALFORMED, "binary frames are not accepted: send JSON text", 0);
+        if (!ch_wbuf_error(&b))
+            gw_client_send_text(c, b.data, b.len);
+        ch_wbuf_free(&b);
+    } else if (c->batch) {
+        /* one request per line; blank lines are skipped */
+        const char *p = text, *end = text + len;
+        while (p < end && !c->closing) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *eol = nl ? nl : end;
+            const char *q = p;
+            while (q < eol && (*q == ' ' || *q == '\t' || *q == '\r'))
+                q++;
+            if (q < eol)
+                gw_handle_request(c, p, (size_t)(eol - p));
+            p = nl ? nl + 1 : end;
+        }
+    } else {
+        gw_handle_request(c, text, len);
+    }
+}
+
+/*
+ * A message that arrives whole (one frame, all of it in this callback: nearly
+ * every request) is handled where libwebsockets holds it; only fragmented ones
+ * are copied together in pss->rx, which is freed again after each of them, so an
+ * idle connection holds no receive buffer of its own.
+ */
 static int ws_receive(struct lws *wsi, struct pss *pss, const void *in, size_t len)
 {
     struct gw_client *c = pss->c;
     struct gw *gw = c->gw;
     size_t max = gw->cfg->gateway.max_frame;
-    if (lws_is_first_fragment(wsi)) {
+    int first = lws_is_first_fragment(wsi);
+    int last = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+    if (first) {
         pss->rx_len = 0;
         pss->rx_binary = lws_frame_is_binary(wsi);
-        pss->rx_oversize = 0;
     }
     if (pss->rx_len + len > max) {
         lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                          (unsigned char *)"message too large", 17);
         return -1;
+    }
+    if (first && last) {
+        ws_message(c, in, len, pss->rx_binary);
+        return 0;
     }
     if (pss->rx_cap < pss->rx_len + len) {
         size_t cap = pss->rx_cap ? pss->rx_cap : 4096;
@@ -659,42 +713,13 @@ static int ws_receive(struct lws *wsi, struct pss *pss, const void *in, size_t l
     }
     memcpy(pss->rx + pss->rx_len, in, len);
     pss->rx_len += len;
-    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
+    if (!last)
         return 0;
-    if (c->closing)
-        return 0;
-    if (pss->rx_binary) {
-        char buf[160];
-        struct ch_wbuf b;
-        ch_wbuf_init(&b);
-        wire_reply_error(&b, "null", CH_EMALFORMED, "binary frames are not accepted: send JSON text", 0);
-        if (!ch_wbuf_error(&b))
-            gw_client_send_text(c, b.data, b.len);
-        ch_wbuf_free(&b);
-        (void)buf;
-    } else if (c->batch) {
-        /* one request per line; blank lines are skipped */
-        const char *p = (const char *)pss->rx, *end = p + pss->rx_len;
-        while (p < end && !c->closing) {
-            const char *nl = memchr(p, '\n', (size_t)(end - p));
-            const char *eol = nl ? nl : end;
-            const char *q = p;
-            while (q < eol && (*q == ' ' || *q == '\t' || *q == '\r'))
-                q++;
-            if (q < eol)
-                gw_handle_request(c, p, (size_t)(eol - p));
-            p = nl ? nl + 1 : end;
-        }
-    } else {
-        gw_handle_request(c, (const char *)pss->rx, pss->rx_len);
-    }
+    ws_message(c, (const char *)pss->rx, pss->rx_len, pss->rx_binary);
     pss->rx_len = 0;
-    /* keep small buffers, give big ones back */
-    if (pss->rx_cap > 65536) {
-        free(pss->rx);
-        pss->rx = NULL;
-        pss->rx_cap = 0;
-    }
+    free(pss->rx);
+    pss->rx = NULL;
+    pss->rx_cap = 0;
     return 0;
 }
 
@@ -722,6 +747,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             lws_close_reason(wsi, (enum lws_close_status)1013, NULL, 0);
             return -1;
         }
+        pss_http_reset(pss, 1); /* (nothing, unless a request preceded the upgrade) */
         memset(pss, 0, sizeof *pss);
         pss->c = client_new(gw, wsi, 0);
         if (pss->c == NULL)
@@ -752,18 +778,20 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_HTTP: {
         const char *path = in;
         char uri[256];
-        pss_http_reset(pss);
-        pss->method = 0;
+        pss_http_reset(pss, 0);
+        if (pss->h == NULL && (pss->h = calloc(1, sizeof *pss->h)) == NULL)
+            return -1;
+        pss->h->method = 0;
         if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0)
-            pss->method = 'G';
+            pss->h->method = 'G';
         else if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_POST_URI) > 0)
-            pss->method = 'P';
+            pss->h->method = 'P';
         else if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_DELETE_URI) > 0)
-            pss->method = 'D';
+            pss->h->method = 'D';
         else
             return http_error(wsi, 405, "bad_request", "method not allowed");
         (void)path;
-        snprintf(pss->path, sizeof pss->path, "%s", uri);
+        snprintf(pss->h->path, sizeof pss->h->path, "%s", uri);
         if (strcmp(uri, "/healthz") == 0) {
             char body[128];
             int n = snprintf(body, sizeof body, "{\"status\":\"ok\",\"node\":%u}\n",
@@ -771,45 +799,49 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return http_write(wsi, 200, body, (size_t)n);
         }
         if (strcmp(uri, "/metrics") == 0) {
-            if (pss->method != 'G')
+            if (pss->h->method != 'G')
                 return http_error(wsi, 405, "bad_request", "method not allowed");
             return metrics_respond(wsi, gw);
         }
         int on_admin = gw->admin_vhost != NULL && lws_get_vhost(wsi) == gw->admin_vhost;
         if (strncmp(uri, "/admin/", 7) == 0 && (on_admin || gw->admin_vhost == NULL))
-            return admin_respond(wsi, gw, uri, pss->method);
+            return admin_respond(wsi, gw, uri, pss->h->method);
         if (on_admin)
             return http_error(wsi, 404, "not_found", "the admin address serves /admin/v1, "
                                                      "/metrics and /healthz only");
         if (strncmp(uri, "/api/v1/", 8) != 0)
             return http_error(wsi, 404, "not_found", "no such endpoint");
-        copy_arg(wsi, "after=", pss->query_after, sizeof pss->query_after);
-        copy_arg(wsi, "before=", pss->query_before, sizeof pss->query_before);
-        copy_arg(wsi, "limit=", pss->query_limit, sizeof pss->query_limit);
-        pss->auth[0] = 0;
-        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) < (int)sizeof pss->auth)
-            lws_hdr_copy(wsi, pss->auth, sizeof pss->auth, WSI_TOKEN_HTTP_AUTHORIZATION);
-        if (pss->method == 'P')
+        copy_arg(wsi, "after=", pss->h->query_after, sizeof pss->h->query_after);
+        copy_arg(wsi, "before=", pss->h->query_before, sizeof pss->h->query_before);
+        copy_arg(wsi, "limit=", pss->h->query_limit, sizeof pss->h->query_limit);
+        pss->h->auth[0] = 0;
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) < (int)sizeof pss->h->auth)
+            lws_hdr_copy(wsi, pss->h->auth, sizeof pss->h->auth, WSI_TOKEN_HTTP_AUTHORIZATION);
+        if (pss->h->method == 'P')
             return 0; /* wait for the body */
         return rest_dispatch(wsi, pss);
     }
     case LWS_CALLBACK_HTTP_BODY:
-        if (pss->body_too_large)
+        if (pss->h == NULL)
+            return -1;
+        if (pss->h->body_too_large)
             return 0;
-        if (pss->body_len + len > GW_MAX_HTTP_BODY) {
-            pss->body_too_large = 1;
+        if (pss->h->body_len + len > GW_MAX_HTTP_BODY) {
+            pss->h->body_too_large = 1;
             return 0;
         }
         {
-            uint8_t *p = realloc(pss->body, pss->body_len + len);
+            uint8_t *p = realloc(pss->h->body, pss->h->body_len + len);
             if (p == NULL)
                 return -1;
-            pss->body = p;
-            memcpy(pss->body + pss->body_len, in, len);
-            pss->body_len += len;
+            pss->h->body = p;
+            memcpy(pss->h->body + pss->h->body_len, in, len);
+            pss->h->body_len += len;
         }
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (pss->h == NULL)
+            return -1;
         return rest_dispatch(wsi, pss);
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (pss->c == NULL || pss->c->http_reply == NULL)
@@ -818,26 +850,26 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             /* detach everything from pss first: the response completes the
              * transaction, and libwebsockets then frees pss */
             struct gw_client *c = pss->c;
-            unsigned status_ok = (unsigned)pss->rest_status_ok;
+            unsigned status_ok = (unsigned)pss->h->rest_status_ok;
             pss->c = NULL;
-            pss_http_reset(pss);
+            pss_http_reset(pss, 1);
             int rv = rest_respond(wsi, status_ok, c);
             c->wsi = NULL;
             client_free(c);
             return rv;
         }
     case LWS_CALLBACK_CLOSED_HTTP:
-        pss_http_reset(pss);
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL: /* libwebsockets frees pss next */
+        pss_http_reset(pss, 1);
         return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     }
 }
 
-static const struct lws_protocols protocols[] = {
-    {"chorus", callback, sizeof(struct pss), 65536, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
+/* The client protocol; its rx_buffer_size is gateway.rx_buffer (gw_open). */
+static const struct lws_protocols protocol_template = {"chorus", callback, sizeof(struct pss),
+                                                       65536, 0, NULL, 0};
 
 static void lws_log_bridge(int level, const char *line)
 {
@@ -901,6 +933,19 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
         snprintf(err, errlen, "out of memory");
         return CH_ENOMEM;
     }
+    /* libwebsockets allocates the receive buffer for every connection and, on
+     * this version, reads a socket in chunks of it: big favours throughput, small
+     * many idle connections (cluster-conf/README.md) */
+    struct lws_protocols *protos = calloc(2, sizeof *protos); /* [1]: the terminator */
+    if (protos == NULL) {
+        free(gw->batch_buf);
+        free(gw);
+        snprintf(err, errlen, "out of memory");
+        return CH_ENOMEM;
+    }
+    protos[0] = protocol_template;
+    protos[0].rx_buffer_size = cfg->gateway.rx_buffer;
+    gw->protocols = protos;
     gw->loop = loop;
     gw->start_ms = uv_now(loop);
     gw->cfg = cfg;
@@ -931,7 +976,7 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
     memset(&vinfo, 0, sizeof vinfo);
     vinfo.port = self->gateway.port;
     vinfo.iface = self->gateway.host;
-    vinfo.protocols = protocols;
+    vinfo.protocols = gw->protocols;
     vinfo.vhost_name = "chorus";
     /* Listen on the configured address only.  With IPv6 enabled libwebsockets binds
      * an IPv6 socket to in6addr_any and ignores an IPv4 `iface`; cluster addresses
@@ -1045,5 +1090,6 @@ void gw_free(struct gw *gw)
         lws_context_destroy(gw->ctx); /* second call, after uv_run: frees the context */
     gw_core_free(gw);
     free(gw->batch_buf);
+    free(gw->protocols);
     free(gw);
 }

@@ -194,7 +194,11 @@ def setup():
     def tweak(conf):
         # many users register from one address here: the per-address login limit
         # is test_gateway_bad_input's business
-        conf["gateway"] = {"rate": {"login_per_s": 1000, "login_burst": 1000}}
+        conf["gateway"] = {"rate": {"login_per_s": 1000, "login_burst": 1000},
+                           # a small receive buffer: every request over 512 bytes
+                           # (batched frames, long bodies) arrives in pieces and is
+                           # reassembled (other suites run the default, whole frames)
+                           "rx_buffer": 512}
 
     cluster = Cluster("gwchat", offset=5000, tweak=tweak)
     cluster.up()
