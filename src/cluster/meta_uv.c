@@ -27,6 +27,7 @@
 #include "../common/log.h"
 #include "../raft-log/raft_conf.h"
 #include "../raft-log/raft_err.h"
+#include "../raft-log/raft_tcp.h"
 
 #define META_LOG -1 /* log lines say "meta" in their text */
 #define META_SNAPSHOT_THRESHOLD 256
@@ -50,7 +51,7 @@ struct meta {
 
     struct raft raft;
     struct raft_io io;
-    struct raft_uv_transport transport;
+    struct ch_raft_tcp transport; /* raft_uv_tcp with TCP_NODELAY */
     struct raft_fsm fsm;
 
     struct placement map;
@@ -383,7 +384,7 @@ static void raft_closed(struct raft *r)
 {
     struct meta *m = r->data;
     raft_uv_close(&m->io);
-    raft_uv_tcp_close(&m->transport);
+    ch_raft_tcp_close(&m->transport);
     placement_free(&m->map);
     void (*cb)(void *) = m->close_cb;
     void *data = m->close_data;
@@ -439,16 +440,14 @@ int meta_open(uv_loop_t *loop, const struct meta_options *opt, struct meta **out
     m->fsm.restore = fsm_restore;
 
     int rv;
-    m->transport.version = 1;
-    m->transport.data = m;
-    if ((rv = raft_uv_tcp_init(&m->transport, loop)) != 0) {
+    if ((rv = ch_raft_tcp_init(&m->transport, loop)) != 0) {
         snprintf(err, errlen, "meta raft transport: %s", raft_strerror(rv));
         free(m);
         return CH_EIO;
     }
-    if ((rv = raft_uv_init(&m->io, loop, m->dir, &m->transport)) != 0) {
+    if ((rv = raft_uv_init(&m->io, loop, m->dir, &m->transport.outer)) != 0) {
         snprintf(err, errlen, "meta raft storage in %s: %s", m->dir, m->io.errmsg);
-        raft_uv_tcp_close(&m->transport);
+        ch_raft_tcp_close(&m->transport);
         free(m);
         return CH_EIO;
     }
@@ -457,7 +456,7 @@ int meta_open(uv_loop_t *loop, const struct meta_options *opt, struct meta **out
     if ((rv = raft_init(&m->raft, &m->io, &m->fsm, opt->node_id, m->address)) != 0) {
         snprintf(err, errlen, "meta raft init in %s: %s", m->dir, raft_errmsg(&m->raft));
         raft_uv_close(&m->io);
-        raft_uv_tcp_close(&m->transport);
+        ch_raft_tcp_close(&m->transport);
         free(m);
         return CH_EIO;
     }

@@ -37,6 +37,7 @@
 #include "../proto/proto.h"
 #include "raft_conf.h"
 #include "raft_err.h"
+#include "raft_tcp.h"
 
 #define SHARD_MAX_ENTRY_BYTES (4u << 20) /* flush a batch early beyond this */
 #define SHARD_COMPRESS_MIN 4096          /* lz4 entries at least this large */
@@ -106,7 +107,7 @@ struct shard {
 
     struct raft raft;
     struct raft_io io;
-    struct raft_uv_transport transport;
+    struct ch_raft_tcp transport; /* raft_uv_tcp with TCP_NODELAY */
     struct raft_fsm fsm;
     int raft_initialized;
 
@@ -1115,7 +1116,7 @@ static void raft_closed(struct raft *r)
         transfer_end(s->transfer);
     }
     raft_uv_close(&s->io);
-    raft_uv_tcp_close(&s->transport);
+    ch_raft_tcp_close(&s->transport);
     uv_close((uv_handle_t *)&s->flush_check, handle_closed);
     uv_close((uv_handle_t *)&s->wake_idle, handle_closed);
 }
@@ -1154,7 +1155,7 @@ static int open_fail_early(struct shard *s, int io_ready, int transport_ready, i
     if (io_ready)
         raft_uv_close(&s->io);
     if (transport_ready)
-        raft_uv_tcp_close(&s->transport);
+        ch_raft_tcp_close(&s->transport);
     s->closing = 1;
     s->handles_open = 2;
     uv_close((uv_handle_t *)&s->flush_check, handle_closed);
@@ -1214,13 +1215,11 @@ int shard_open(uv_loop_t *loop, const struct shard_options *opt, struct shard **
     s->fsm.restore = fsm_restore;
 
     int rv;
-    s->transport.version = 1;
-    s->transport.data = s;
-    if ((rv = raft_uv_tcp_init(&s->transport, loop)) != 0) {
+    if ((rv = ch_raft_tcp_init(&s->transport, loop)) != 0) {
         snprintf(err, errlen, "raft transport: %s", raft_strerror(rv));
         return open_fail_early(s, 0, 0, CH_EIO);
     }
-    if ((rv = raft_uv_init(&s->io, loop, s->dir, &s->transport)) != 0) {
+    if ((rv = raft_uv_init(&s->io, loop, s->dir, &s->transport.outer)) != 0) {
         snprintf(err, errlen, "raft storage in %s: %s", s->dir, s->io.errmsg);
         return open_fail_early(s, 0, 1, CH_EIO);
     }
