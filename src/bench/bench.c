@@ -50,6 +50,8 @@ static const char usage_text[] =
     "  floor      the machine's floor: fsync latency of a disk and loopback TCP RTT\n"
     "    --data DIR           a directory on the disk to measure (a temp file, removed)\n"
     "    --samples N          samples of each (default 1000)\n"
+    "    --fsync-writers W    W writers sync files of their own at once (default 1;\n"
+    "                         3 = what three replicas sharing this disk pay)\n"
     "  latency    sequential sends: send->ack and send->delivered to another member\n"
     "    --gateway HOST:PORT  the sender's gateway (required)\n"
     "    --gateway2 HOST:PORT the receiver's gateway (default: the sender's)\n"
@@ -64,6 +66,7 @@ static const char usage_text[] =
     "    --floor-data DIR     also measure the floor on DIR's disk and report\n"
     "                         floor_ratio = ack p99 / (fsync p99 + 2 * rtt p99)\n"
     "    --floor-samples N    floor samples (default 1000)\n"
+    "    --fsync-writers W    the floor's fsync with W concurrent writers (default 1)\n"
     "  throughput N connections (one user each) over M group conversations, a window\n"
     "             of sends in flight per connection: acked/s, delivered/s, ack p99\n"
     "    --gateway HOST:PORT  a gateway (required; repeat it to spread connections)\n"
@@ -164,8 +167,9 @@ void bench_progress_done(void)
 
 struct options {
     const char *mode;
-    const char *data; /* floor --data, latency --floor-data */
-    size_t samples;   /* floor samples */
+    const char *data;     /* floor --data, latency --floor-data */
+    size_t samples;       /* floor samples */
+    size_t fsync_writers; /* floor writers syncing at once (--fsync-writers) */
     int json;
     const char *plot;
     struct bench_latency_options lat;
@@ -310,6 +314,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 {
     memset(o, 0, sizeof *o);
     o->samples = 1000;
+    o->fsync_writers = 1;
     o->lat.count = 1000;
     o->lat.rate = 40;
     o->lat.size = 200;
@@ -368,10 +373,13 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->json = 1;
             continue;
         }
-        static const char *const with_value[] = {
-            "--data",       "--samples",       "--plot", "--gateway", "--gateway2",
-            "--count",      "--rate",          "--size", "--kind",    "--timeout-ms",
-            "--floor-data", "--floor-samples", NULL};
+        static const char *const with_value[] = {"--data",          "--samples",
+                                                 "--plot",          "--gateway",
+                                                 "--gateway2",      "--count",
+                                                 "--rate",          "--size",
+                                                 "--kind",          "--timeout-ms",
+                                                 "--floor-data",    "--floor-samples",
+                                                 "--fsync-writers", NULL};
         static const char *const throughput_with_value[] = {
             "--connections", "--convs", "--window", "--duration", NULL};
         int known = 0;
@@ -393,6 +401,11 @@ static int parse_options(int argc, char **argv, struct options *o)
                 "%s is an option of the floor mode (latency: --floor-data, "
                 "--floor-samples)",
                 name);
+        int writers = strcmp(name, "--fsync-writers") == 0; /* floor and latency */
+        if (writers && throughput_mode)
+            return usage_error(
+                "--fsync-writers is an option of the floor and latency modes");
+        common |= writers;
         int shared = strcmp(name, "--gateway") == 0 || strcmp(name, "--size") == 0;
         int throughput_only =
             strcmp(name, "--connections") == 0 || strcmp(name, "--convs") == 0 ||
@@ -431,6 +444,8 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->data = val;
         else if (strcmp(name, "--samples") == 0 || strcmp(name, "--floor-samples") == 0)
             rv = parse_size(name, val, 1, 10000000, &o->samples);
+        else if (writers)
+            rv = parse_size(name, val, 1, 64, &o->fsync_writers);
         else if (strcmp(name, "--plot") == 0)
             o->plot = val;
         else if (strcmp(name, "--gateway") == 0) {
@@ -664,7 +679,8 @@ static int run_floor(const struct options *o)
     bench_stats_init(&fr.fsync);
     bench_stats_init(&fr.rtt);
     char err[256];
-    int rv = bench_floor_run(o->data, o->samples, &fr, err, sizeof err);
+    int rv = bench_floor_run(o->data, o->samples, (unsigned)o->fsync_writers, &fr, err,
+                             sizeof err);
     if (rv != 0) {
         fprintf(stderr, "chorus-bench: floor: %s\n", err);
         bench_stats_free(&fr.fsync);
@@ -680,6 +696,8 @@ static int run_floor(const struct options *o)
         json_object_set_new(obj, "data", json_string(o->data));
         json_object_set_new(obj, "samples", json_integer((json_int_t)o->samples));
         json_put_summary(obj, "fsync", &fs);
+        json_object_set_new(obj, "fsync_writers",
+                            json_integer((json_int_t)o->fsync_writers));
         json_put_summary(obj, "rtt", &rs);
         json_print(obj);
     } else {
@@ -687,7 +705,11 @@ static int run_floor(const struct options *o)
                "rtt = 64-byte TCP ping-pong on 127.0.0.1 between two event loops\n\n",
                o->samples, o->data);
         table_header();
-        table_row("fsync", &fs);
+        char label[40];
+        snprintf(label, sizeof label,
+                 o->fsync_writers > 1 ? "fsync (%zu writers)" : "fsync",
+                 o->fsync_writers);
+        table_row(label, &fs);
         table_row("loopback rtt", &rs);
         printf("\nfloor for one replicated write: fsync p99 + 2 x rtt p99 = %.1f us\n",
                us(fs.p99) + 2 * us(rs.p99));
@@ -717,7 +739,8 @@ static int run_latency(const struct options *o)
     int code = 0;
     char err[256];
     if (o->data != NULL &&
-        bench_floor_run(o->data, o->samples, &fr, err, sizeof err) != 0) {
+        bench_floor_run(o->data, o->samples, (unsigned)o->fsync_writers, &fr, err,
+                        sizeof err) != 0) {
         fprintf(stderr, "chorus-bench: floor: %s\n", err);
         code = EXIT_FAILED;
         goto out;
@@ -761,6 +784,8 @@ static int run_latency(const struct options *o)
         json_put_summary(obj, "delivered", &ds);
         if (o->data != NULL) {
             json_put_summary(obj, "fsync", &fs);
+            json_object_set_new(obj, "fsync_writers",
+                                json_integer((json_int_t)o->fsync_writers));
             json_put_summary(obj, "rtt", &rs);
             json_object_set_new(obj, "floor_ratio",
                                 ratio > 0 ? json_real(ratio) : json_null());
@@ -779,7 +804,11 @@ static int run_latency(const struct options *o)
         table_row("send->ack", &as);
         table_row("send->delivered", &ds);
         if (o->data != NULL) {
-            table_row("floor: fsync", &fs);
+            char label[40];
+            snprintf(label, sizeof label,
+                     o->fsync_writers > 1 ? "floor: fsync (%zu wr.)" : "floor: fsync",
+                     o->fsync_writers);
+            table_row(label, &fs);
             table_row("floor: loopback rtt", &rs);
         }
         printf("\nerrors: %zu", lr.errors);

@@ -26,13 +26,15 @@ struct bench_floor_result {
 };
 
 /*
- * Measures samples fsyncs of a temporary file in dir (removed afterwards) and
+ * Measures samples fsyncs of a temporary file in dir (removed afterwards; with
+ * fsync_writers > 1, that many threads each sync a file of their own at the same
+ * time and all their samples count) and
  * samples loopback TCP round trips to an echo server on a thread of its own.
  * out's recorders must be initialised by the caller (who frees them).  0, or an
  * error code with a reason in err.
  */
-int bench_floor_run(const char *dir, size_t samples, struct bench_floor_result *out,
-                    char *err, size_t errlen);
+int bench_floor_run(const char *dir, size_t samples, unsigned fsync_writers,
+                    struct bench_floor_result *out, char *err, size_t errlen);
 
 /* ---- latency: one sender, sequential sends ------------------------------------- */
 

@@ -49,8 +49,8 @@ static int write_all(int fd, const void *buf, size_t len, off_t off)
     return 0;
 }
 
-static int measure_fsync(const char *dir, size_t samples, struct bench_stats *out,
-                         char *err, size_t errlen)
+static int measure_fsync(const char *dir, size_t samples, int progress,
+                         struct bench_stats *out, char *err, size_t errlen)
 {
     char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/.chorus-bench-fsync-XXXXXX", dir) >=
@@ -87,7 +87,8 @@ static int measure_fsync(const char *dir, size_t samples, struct bench_stats *ou
             rv = ch_fail(err, errlen, CH_ENOMEM, "out of memory");
             goto out;
         }
-        bench_progress(0, "floor: fsync %zu/%zu", i + 1, samples);
+        if (progress)
+            bench_progress(0, "floor: fsync %zu/%zu", i + 1, samples);
     }
 out:
     close(fd);
@@ -362,15 +363,76 @@ fail: /* the server's loop never ran on its thread: stop and drain it here */
     return rv;
 }
 
-int bench_floor_run(const char *dir, size_t samples, struct bench_floor_result *out,
-                    char *err, size_t errlen)
+/* One of the concurrent fsync writers (--fsync-writers): its own file and samples. */
+struct fsync_writer {
+    uv_thread_t thread;
+    const char *dir;
+    size_t samples;
+    struct bench_stats stats;
+    int rv;
+    char err[256];
+};
+
+static void fsync_writer_main(void *arg)
+{
+    struct fsync_writer *w = arg;
+    w->rv = measure_fsync(w->dir, w->samples, 0, &w->stats, w->err, sizeof w->err);
+}
+
+/*
+ * writers - 1 threads write and fdatasync files of their own while this thread
+ * measures too; every writer's samples count.  Three replicas on one machine share
+ * its disk: their syncs queue behind each other, which one writer never sees.
+ */
+static int measure_fsync_shared(const char *dir, size_t samples, unsigned writers,
+                                struct bench_stats *out, char *err, size_t errlen)
+{
+    struct fsync_writer *w = calloc(writers - 1, sizeof *w);
+    if (w == NULL)
+        return ch_fail(err, errlen, CH_ENOMEM, "out of memory");
+    unsigned started = 0;
+    int rv = 0;
+    for (; started < writers - 1; started++) {
+        w[started].dir = dir;
+        w[started].samples = samples;
+        bench_stats_init(&w[started].stats);
+        if (bench_stats_reserve(&w[started].stats, samples) != 0 ||
+            uv_thread_create(&w[started].thread, fsync_writer_main, &w[started]) != 0) {
+            bench_stats_free(&w[started].stats);
+            rv = ch_fail(err, errlen, CH_ENOMEM, "cannot start fsync writer %u",
+                         started + 2);
+            break;
+        }
+    }
+    if (rv == 0)
+        rv = measure_fsync(dir, samples, 1, out, err, errlen);
+    for (unsigned i = 0; i < started; i++) {
+        uv_thread_join(&w[i].thread);
+        if (rv == 0 && w[i].rv != 0)
+            rv = ch_fail(err, errlen, w[i].rv, "%s", w[i].err);
+        size_t n = w[i].stats.count;
+        for (size_t k = 0; rv == 0 && k < n; k++)
+            if (bench_stats_record(out, w[i].stats.samples[k]) != 0)
+                rv = ch_fail(err, errlen, CH_ENOMEM, "out of memory");
+        bench_stats_free(&w[i].stats);
+    }
+    free(w);
+    return rv;
+}
+
+int bench_floor_run(const char *dir, size_t samples, unsigned fsync_writers,
+                    struct bench_floor_result *out, char *err, size_t errlen)
 {
     if (samples == 0)
         return ch_fail(err, errlen, CH_EINVAL, "--samples must be at least 1");
-    if (bench_stats_reserve(&out->fsync, samples) != 0 ||
+    if (fsync_writers == 0)
+        fsync_writers = 1;
+    if (bench_stats_reserve(&out->fsync, samples * fsync_writers) != 0 ||
         bench_stats_reserve(&out->rtt, samples) != 0)
         return ch_fail(err, errlen, CH_ENOMEM, "out of memory");
-    int rv = measure_fsync(dir, samples, &out->fsync, err, errlen);
+    int rv = fsync_writers > 1 ? measure_fsync_shared(dir, samples, fsync_writers,
+                                                      &out->fsync, err, errlen)
+                               : measure_fsync(dir, samples, 1, &out->fsync, err, errlen);
     if (rv == 0)
         rv = measure_rtt(samples, &out->rtt, err, errlen);
     bench_progress_done();

@@ -93,8 +93,16 @@ def test_floor_json():
     assert out["samples"] == 50
     for name in ("fsync", "rtt"):
         check_percentiles(out, name, 50)
+    assert out["fsync_writers"] == 1
     assert not [f for f in os.listdir(TMP) if f.startswith(".chorus-bench")], \
         "the fsync temp file was left behind"
+    # three writers syncing at once: every writer's samples count, no file left
+    out = bench_json("floor", "--data", TMP, "--samples", 20, "--fsync-writers", 3)
+    assert out["fsync_writers"] == 3
+    check_percentiles(out, "fsync", 60)
+    check_percentiles(out, "rtt", 20)
+    assert not [f for f in os.listdir(TMP) if f.startswith(".chorus-bench")], \
+        "a writer's temp file was left behind"
 
 
 def test_latency_json():
@@ -121,6 +129,7 @@ def test_latency_group_with_floor():
     check_percentiles(out, "delivered", 20)
     check_percentiles(out, "fsync", 30)
     check_percentiles(out, "rtt", 30)
+    assert out["fsync_writers"] == 1
     assert isinstance(out["floor_ratio"], float) and out["floor_ratio"] > 0
     want = out["ack_p99_us"] / (out["fsync_p99_us"] + 2 * out["rtt_p99_us"])
     assert abs(out["floor_ratio"] - want) <= 1e-6 * want, (out["floor_ratio"], want)
