@@ -55,7 +55,8 @@ test-fast: build
 
 # libFuzzer: every decoder for FUZZ_SECONDS each (clang).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_entry fuzz_event fuzz_snapshot fuzz_proto fuzz_config fuzz_token fuzz_wire fuzz_placement
+FUZZ_TARGETS = fuzz_entry fuzz_event fuzz_snapshot fuzz_proto fuzz_config fuzz_token fuzz_wire fuzz_placement \
+    fuzz_bench_message
 fuzz: deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCHORUS_FUZZ=ON \
 	    -DCHORUS_SANITIZE=ON >/dev/null

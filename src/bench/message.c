@@ -119,6 +119,10 @@ static int decode_event(json_t *root, struct bench_message *m, char *err, size_t
         get_string(root, "client_msg_id", 0, m->client_msg_id, sizeof m->client_msg_id,
                    err, errlen) != 0)
         return -1;
+    if (m->event[0] == 0) {
+        ch_fail(err, errlen, CH_EMALFORMED, "event: must not be empty");
+        return -1;
+    }
     return 0;
 }
 

@@ -97,6 +97,7 @@ static void test_malformed(void)
         "{\"type\":\"reply\",\"id\":1,\"ok\":false}",
         "{\"type\":\"reply\",\"id\":1,\"ok\":false,\"error\":{}}",
         "{\"type\":\"reply\",\"id\":1,\"ok\":false,\"error\":{\"code\":\"\"}}",
+        "{\"type\":\"event\",\"conv\":1,\"seq\":2,\"event\":\"\"}", /* empty kind */
         "{\"type\":\"reply\",\"id\":1,\"ok\":false,\"error\":{\"code\":"
         "\"a-code-that-is-much-longer-than-thirty-two-bytes\"}}",
         "{\"type\":\"reply\",\"id\":1,\"ok\":false,\"error\":{\"code\":\"x\","
