@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 LOCAL_DIR  ?= .chorus-local
 CTEST_ARGS ?=
 
-.PHONY: all deps build build-asan run stop status test test-fast test-asan fuzz clean \
+.PHONY: all deps build build-asan run stop status test test-fast test-asan fuzz bench clean \
         jepsen jepsen-ci jepsen-bugs
 
 all: build
@@ -52,6 +52,11 @@ test: build build-asan
 # Unit, simulation and fuzz-replay tests only (no processes): seconds.
 test-fast: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L 'unit|sim|fuzz'
+
+# The benchmark set of docs/benchmarks.md on a fresh local cluster (minutes; prints
+# tables, asserts nothing).  BENCH_ARGS=--quick for a small run of every mode.
+bench: build
+	@scripts/bench-all.sh $(BUILD) $(BENCH_ARGS)
 
 # libFuzzer: every decoder for FUZZ_SECONDS each (clang).
 FUZZ_SECONDS ?= 60
