@@ -673,6 +673,23 @@ static int plot(const char *file, const char *title, const struct plot_series *s
 /* ---- modes
  * ------------------------------------------------------------------------------ */
 
+/* error_codes: {"code": count, ...} */
+static void json_put_codes(json_t *obj, const struct bench_error_count *codes, size_t n)
+{
+    json_t *c = json_object();
+    for (size_t i = 0; i < n; i++)
+        json_object_set_new(c, codes[i].code, json_integer((json_int_t)codes[i].count));
+    json_object_set_new(obj, "error_codes", c);
+}
+
+static void print_errors(size_t errors, const struct bench_error_count *codes, size_t n)
+{
+    printf("\nerrors: %zu", errors);
+    for (size_t i = 0; i < n; i++)
+        printf("%s%s %zu", i ? ", " : " (", codes[i].code, codes[i].count);
+    printf("%s\n", n ? ")" : "");
+}
+
 static int run_floor(const struct options *o)
 {
     struct bench_floor_result fr;
@@ -773,11 +790,7 @@ static int run_latency(const struct options *o)
         json_object_set_new(obj, "conv", json_integer((json_int_t)lr.conv));
         json_object_set_new(obj, "count", json_integer((json_int_t)lr.sent));
         json_object_set_new(obj, "errors", json_integer((json_int_t)lr.errors));
-        json_t *codes = json_object();
-        for (size_t i = 0; i < lr.n_codes; i++)
-            json_object_set_new(codes, lr.codes[i].code,
-                                json_integer((json_int_t)lr.codes[i].count));
-        json_object_set_new(obj, "error_codes", codes);
+        json_put_codes(obj, lr.codes, lr.n_codes);
         if (lr.interrupted)
             json_object_set_new(obj, "interrupted", json_true());
         json_put_summary(obj, "ack", &as);
@@ -811,10 +824,7 @@ static int run_latency(const struct options *o)
             table_row(label, &fs);
             table_row("floor: loopback rtt", &rs);
         }
-        printf("\nerrors: %zu", lr.errors);
-        for (size_t i = 0; i < lr.n_codes; i++)
-            printf("%s%s %zu", i ? ", " : " (", lr.codes[i].code, lr.codes[i].count);
-        printf("%s\n", lr.n_codes ? ")" : "");
+        print_errors(lr.errors, lr.codes, lr.n_codes);
         if (lr.interrupted)
             printf("interrupted\n");
         if (o->data != NULL && ratio > 0)
@@ -889,11 +899,7 @@ static int run_throughput(const struct options *o)
         json_object_set_new(obj, "acked_per_s", json_real(acked_per_s));
         json_object_set_new(obj, "delivered_per_s", json_real(delivered_per_s));
         json_object_set_new(obj, "errors", json_integer((json_int_t)tr.errors));
-        json_t *codes = json_object();
-        for (size_t i = 0; i < tr.n_codes; i++)
-            json_object_set_new(codes, tr.codes[i].code,
-                                json_integer((json_int_t)tr.codes[i].count));
-        json_object_set_new(obj, "error_codes", codes);
+        json_put_codes(obj, tr.codes, tr.n_codes);
         json_object_set_new(obj, "rate_limited",
                             json_integer((json_int_t)tr.rate_limited));
         if (tr.rate_limited > 0)
@@ -913,10 +919,7 @@ static int run_throughput(const struct options *o)
                tr.unacked);
         table_header();
         table_row("send->ack under load", &as);
-        printf("\nerrors: %zu", tr.errors);
-        for (size_t i = 0; i < tr.n_codes; i++)
-            printf("%s%s %zu", i ? ", " : " (", tr.codes[i].code, tr.codes[i].count);
-        printf("%s\n", tr.n_codes ? ")" : "");
+        print_errors(tr.errors, tr.codes, tr.n_codes);
         if (tr.rate_limited > 0)
             printf("WARNING: %zu %s\n", tr.rate_limited, rate_warning);
         if (tr.interrupted)
@@ -933,22 +936,6 @@ static int run_throughput(const struct options *o)
     }
     bench_stats_free(&tr.ack);
     return code;
-}
-
-static void json_put_codes(json_t *obj, const struct bench_error_count *codes, size_t n)
-{
-    json_t *c = json_object();
-    for (size_t i = 0; i < n; i++)
-        json_object_set_new(c, codes[i].code, json_integer((json_int_t)codes[i].count));
-    json_object_set_new(obj, "error_codes", c);
-}
-
-static void print_errors(size_t errors, const struct bench_error_count *codes, size_t n)
-{
-    printf("\nerrors: %zu", errors);
-    for (size_t i = 0; i < n; i++)
-        printf("%s%s %zu", i ? ", " : " (", codes[i].code, codes[i].count);
-    printf("%s\n", n ? ")" : "");
 }
 
 static int run_fanout(const struct options *o)

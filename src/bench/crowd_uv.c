@@ -134,7 +134,7 @@ struct run {
     size_t retries; /* setup requests waiting for retry_at */
     uint64_t last_progress_ms;
 
-    uv_timer_t pump, pace, deadline, progress, stopper;
+    uv_timer_t pump, pace, deadline, progress;
     uv_signal_t sigint;
 
     uint64_t setup_start_ns, open_start_ns, start_ns, end_ns;
@@ -299,19 +299,6 @@ static char *failure_buf(struct run *run)
 
 /* ---- ending the run ---------------------------------------------------------------- */
 
-static void close_handle(uv_handle_t *h)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
-static void on_stopper(uv_timer_t *t)
-{
-    struct run *run = t->data;
-    bench_ws_client_stop(run->client);
-    close_handle((uv_handle_t *)t);
-}
-
 /* Ends the run: rv 0 = it reached its end, else the failure (first one wins). */
 static void finish(struct run *run, int rv, const char *fmt, ...)
 {
@@ -335,12 +322,12 @@ static void finish(struct run *run, int rv, const char *fmt, ...)
     }
     run->rv = rv;
     run->phase = DONE;
-    close_handle((uv_handle_t *)&run->pump);
-    close_handle((uv_handle_t *)&run->pace);
-    close_handle((uv_handle_t *)&run->deadline);
-    close_handle((uv_handle_t *)&run->progress);
-    close_handle((uv_handle_t *)&run->sigint);
-    uv_timer_start(&run->stopper, on_stopper, 0, 0);
+    bench_uv_close((uv_handle_t *)&run->pump);
+    bench_uv_close((uv_handle_t *)&run->pace);
+    bench_uv_close((uv_handle_t *)&run->deadline);
+    bench_uv_close((uv_handle_t *)&run->progress);
+    bench_uv_close((uv_handle_t *)&run->sigint);
+    bench_ws_client_stop_soon(run->client);
 }
 
 /* ---- requests ---------------------------------------------------------------------- */
@@ -448,8 +435,8 @@ static int open_conn(struct run *run, struct sess *s)
 {
     char src[32], err[256];
     const char *iface = source_address(run, src, sizeof src);
-    int rv = bench_ws_open_from(run->client, iface, s->gw->host, s->gw->port, bench_ws_path,
-                                &callbacks, s, &s->ws, err, sizeof err);
+    int rv = bench_ws_open_from(run->client, iface, s->gw->host, s->gw->port,
+                                bench_ws_path, &callbacks, s, &s->ws, err, sizeof err);
     if (rv != 0) {
         finish(run, CH_EIO, "%s %zu: %s", s->registration ? "registration" : "session",
                s->index, err);
@@ -1029,8 +1016,7 @@ static int plan(struct run *run, size_t users, size_t sessions, size_t groups)
 static int run_loop(struct run *run)
 {
     uv_loop_init(&run->loop);
-    uv_timer_t *timers[] = {&run->pump, &run->pace, &run->deadline, &run->progress,
-                            &run->stopper};
+    uv_timer_t *timers[] = {&run->pump, &run->pace, &run->deadline, &run->progress};
     for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
         uv_timer_init(&run->loop, timers[i]);
         timers[i]->data = run;
@@ -1042,8 +1028,8 @@ static int run_loop(struct run *run)
     if (rv != 0) {
         snprintf(failure_buf(run), 256, "%s", err);
         for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++)
-            close_handle((uv_handle_t *)timers[i]);
-        close_handle((uv_handle_t *)&run->sigint);
+            bench_uv_close((uv_handle_t *)timers[i]);
+        bench_uv_close((uv_handle_t *)&run->sigint);
         uv_run(&run->loop, UV_RUN_DEFAULT);
         uv_loop_close(&run->loop);
         return rv;

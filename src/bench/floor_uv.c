@@ -25,6 +25,7 @@
 
 #include "../common/error.h"
 #include "bench.h"
+#include "ws_client.h"
 
 #define FSYNC_BLOCK 4096
 #define FSYNC_REGION (1u << 20)
@@ -109,12 +110,6 @@ struct echo {
     int failed;
 };
 
-static void echo_close_handle(uv_handle_t *h)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static void echo_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
@@ -132,7 +127,7 @@ static void echo_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct echo *e = s->data;
     if (n < 0) { /* EOF or error: the client is done */
-        echo_close_handle((uv_handle_t *)&e->conn);
+        bench_uv_close((uv_handle_t *)&e->conn);
         return;
     }
     if (n == 0)
@@ -146,7 +141,7 @@ static void echo_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     uv_write_t *req = malloc(sizeof *req + (size_t)n - done);
     if (req == NULL) {
         e->failed = 1;
-        echo_close_handle((uv_handle_t *)&e->conn);
+        bench_uv_close((uv_handle_t *)&e->conn);
         return;
     }
     char *copy = (char *)(req + 1);
@@ -155,7 +150,7 @@ static void echo_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (uv_write(req, s, &rest, 1, echo_write_done) != 0) {
         free(req);
         e->failed = 1;
-        echo_close_handle((uv_handle_t *)&e->conn);
+        bench_uv_close((uv_handle_t *)&e->conn);
     }
 }
 
@@ -169,21 +164,21 @@ static void echo_accept(uv_stream_t *listener, int status)
     e->accepted = 1; /* conn is initialised: echo_stop closes it */
     if (uv_accept(listener, (uv_stream_t *)&e->conn) != 0) {
         e->failed = 1;
-        echo_close_handle((uv_handle_t *)&e->conn);
+        bench_uv_close((uv_handle_t *)&e->conn);
     } else {
         uv_tcp_nodelay(&e->conn, 1);
         uv_read_start((uv_stream_t *)&e->conn, echo_alloc, echo_read);
     }
-    echo_close_handle((uv_handle_t *)&e->listener); /* one client only */
+    bench_uv_close((uv_handle_t *)&e->listener); /* one client only */
 }
 
 static void echo_stop(uv_async_t *a)
 {
     struct echo *e = a->data;
-    echo_close_handle((uv_handle_t *)&e->listener);
+    bench_uv_close((uv_handle_t *)&e->listener);
     if (e->accepted)
-        echo_close_handle((uv_handle_t *)&e->conn);
-    echo_close_handle((uv_handle_t *)&e->stop);
+        bench_uv_close((uv_handle_t *)&e->conn);
+    bench_uv_close((uv_handle_t *)&e->stop);
 }
 
 static void echo_thread(void *arg)

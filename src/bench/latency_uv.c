@@ -76,9 +76,7 @@ struct run {
     uv_timer_t pace;        /* when the next send may go */
     uv_timer_t deadline;    /* the current message's timeout */
     uv_timer_t progress;
-    uv_timer_t stopper; /* stops the client outside libwebsockets' callbacks */
     uv_signal_t sigint;
-    int handles_open;
 
     int64_t create_id;
     uint64_t conv;
@@ -113,19 +111,6 @@ void bench_count_error(struct bench_latency_result *r, const char *code)
 /* ---- ending the run ------------------------------------------------------------------
  */
 
-static void close_handle(uv_handle_t *h)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
-static void on_stopper(uv_timer_t *t)
-{
-    struct run *run = t->data;
-    bench_ws_client_stop(run->client); /* on_close of open connections: phase DONE */
-    close_handle((uv_handle_t *)t);
-}
-
 /* Ends the run: rv 0 = it reached its end, else the failure (first one wins). */
 static void finish(struct run *run, int rv, const char *fmt, ...)
 {
@@ -139,14 +124,14 @@ static void finish(struct run *run, int rv, const char *fmt, ...)
     }
     run->rv = rv;
     run->phase = DONE;
-    close_handle((uv_handle_t *)&run->setup_timer);
-    close_handle((uv_handle_t *)&run->pace);
-    close_handle((uv_handle_t *)&run->deadline);
-    close_handle((uv_handle_t *)&run->progress);
-    close_handle((uv_handle_t *)&run->sigint);
-    close_handle((uv_handle_t *)&run->sender.retry);
-    close_handle((uv_handle_t *)&run->receiver.retry);
-    uv_timer_start(&run->stopper, on_stopper, 0, 0);
+    bench_uv_close((uv_handle_t *)&run->setup_timer);
+    bench_uv_close((uv_handle_t *)&run->pace);
+    bench_uv_close((uv_handle_t *)&run->deadline);
+    bench_uv_close((uv_handle_t *)&run->progress);
+    bench_uv_close((uv_handle_t *)&run->sigint);
+    bench_uv_close((uv_handle_t *)&run->sender.retry);
+    bench_uv_close((uv_handle_t *)&run->receiver.retry);
+    bench_ws_client_stop_soon(run->client);
 }
 
 /* ---- requests ------------------------------------------------------------------------
@@ -557,8 +542,8 @@ int bench_latency_run(const struct bench_latency_options *o,
     peer_init(run, &run->receiver, "receiver", o->host2, o->port2, user);
     snprintf(r->sender, sizeof r->sender, "%s", run->sender.user);
     snprintf(r->receiver, sizeof r->receiver, "%s", run->receiver.user);
-    uv_timer_t *timers[] = {&run->setup_timer, &run->pace, &run->deadline, &run->progress,
-                            &run->stopper};
+    uv_timer_t *timers[] = {&run->setup_timer, &run->pace, &run->deadline,
+                            &run->progress};
     for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
         uv_timer_init(&run->loop, timers[i]);
         timers[i]->data = run;
@@ -572,10 +557,10 @@ int bench_latency_run(const struct bench_latency_options *o,
         snprintf(r->failure, sizeof r->failure, "%s", err);
         run->phase = DONE; /* nothing to stop: close our handles and let the loop end */
         for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++)
-            close_handle((uv_handle_t *)timers[i]);
-        close_handle((uv_handle_t *)&run->sigint);
-        close_handle((uv_handle_t *)&run->sender.retry);
-        close_handle((uv_handle_t *)&run->receiver.retry);
+            bench_uv_close((uv_handle_t *)timers[i]);
+        bench_uv_close((uv_handle_t *)&run->sigint);
+        bench_uv_close((uv_handle_t *)&run->sender.retry);
+        bench_uv_close((uv_handle_t *)&run->receiver.retry);
         uv_run(&run->loop, UV_RUN_DEFAULT);
         uv_loop_close(&run->loop);
         free(run->body);
@@ -591,8 +576,8 @@ int bench_latency_run(const struct bench_latency_options *o,
 
     struct peer *peers[2] = {&run->sender, &run->receiver};
     for (int i = 0; i < 2 && run->phase != DONE; i++) {
-        rv = bench_ws_open(run->client, peers[i]->host, peers[i]->port, bench_ws_path, &callbacks,
-                           peers[i], &peers[i]->ws, err, sizeof err);
+        rv = bench_ws_open(run->client, peers[i]->host, peers[i]->port, bench_ws_path,
+                           &callbacks, peers[i], &peers[i]->ws, err, sizeof err);
         if (rv != 0)
             finish(run, CH_EIO, "%s: %s", peers[i]->role, err);
     }

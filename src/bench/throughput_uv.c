@@ -102,7 +102,6 @@ struct run {
     uv_timer_t duration;
     uv_timer_t refill; /* retries setup requests, resumes paused connections */
     uv_timer_t progress;
-    uv_timer_t stopper;
     uv_signal_t sigint;
 
     uint64_t start_ns, end_ns;
@@ -128,19 +127,6 @@ static void count_error(struct bench_throughput_result *r, const char *code)
 
 /* ---- ending the run ---------------------------------------------------------------- */
 
-static void close_handle(uv_handle_t *h)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
-static void on_stopper(uv_timer_t *t)
-{
-    struct run *run = t->data;
-    bench_ws_client_stop(run->client);
-    close_handle((uv_handle_t *)t);
-}
-
 /* Ends the run: rv 0 = it reached its end, else the failure (first one wins). */
 static void finish(struct run *run, int rv, const char *fmt, ...)
 {
@@ -159,12 +145,12 @@ static void finish(struct run *run, int rv, const char *fmt, ...)
     }
     run->rv = rv;
     run->phase = DONE;
-    close_handle((uv_handle_t *)&run->setup_timer);
-    close_handle((uv_handle_t *)&run->duration);
-    close_handle((uv_handle_t *)&run->refill);
-    close_handle((uv_handle_t *)&run->progress);
-    close_handle((uv_handle_t *)&run->sigint);
-    uv_timer_start(&run->stopper, on_stopper, 0, 0);
+    bench_uv_close((uv_handle_t *)&run->setup_timer);
+    bench_uv_close((uv_handle_t *)&run->duration);
+    bench_uv_close((uv_handle_t *)&run->refill);
+    bench_uv_close((uv_handle_t *)&run->progress);
+    bench_uv_close((uv_handle_t *)&run->sigint);
+    bench_ws_client_stop_soon(run->client);
 }
 
 /* ---- setup ------------------------------------------------------------------------- */
@@ -632,7 +618,7 @@ int bench_throughput_run(const struct bench_throughput_options *o,
 
     uv_loop_init(&run->loop);
     uv_timer_t *timers[] = {&run->setup_timer, &run->duration, &run->refill,
-                            &run->progress, &run->stopper};
+                            &run->progress};
     for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
         uv_timer_init(&run->loop, timers[i]);
         timers[i]->data = run;
@@ -645,8 +631,8 @@ int bench_throughput_run(const struct bench_throughput_options *o,
     if (rv != 0) {
         snprintf(r->failure, sizeof r->failure, "%s", err);
         for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++)
-            close_handle((uv_handle_t *)timers[i]);
-        close_handle((uv_handle_t *)&run->sigint);
+            bench_uv_close((uv_handle_t *)timers[i]);
+        bench_uv_close((uv_handle_t *)&run->sigint);
         uv_run(&run->loop, UV_RUN_DEFAULT);
         uv_loop_close(&run->loop);
         run_free(run);
@@ -660,8 +646,8 @@ int bench_throughput_run(const struct bench_throughput_options *o,
     uv_signal_start(&run->sigint, on_sigint, SIGINT);
     for (size_t i = 0; i < o->connections && run->phase != DONE; i++) {
         struct conn *c = &run->conns[i];
-        rv = bench_ws_open(run->client, c->gw->host, c->gw->port, bench_ws_path, &callbacks, c,
-                           &c->ws, err, sizeof err);
+        rv = bench_ws_open(run->client, c->gw->host, c->gw->port, bench_ws_path,
+                           &callbacks, c, &c->ws, err, sizeof err);
         if (rv != 0)
             finish(run, CH_EIO, "connection %zu: %s", i, err);
     }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 struct uv_loop_s;
+struct uv_handle_s;
 struct bench_ws_client;
 struct bench_ws;
 
@@ -55,6 +56,13 @@ int bench_ws_client_new(struct uv_loop_s *loop, struct bench_ws_client **out, ch
  * bench_ws_client_free.
  */
 void bench_ws_client_stop(struct bench_ws_client *c);
+
+/* bench_ws_client_stop from a zero timer of the client's own: callable from inside
+ * a bench_ws callback (a run that ends on a reply).  c may be NULL. */
+void bench_ws_client_stop_soon(struct bench_ws_client *c);
+
+/* uv_close(h, NULL) unless h is already closing (the runners' teardown). */
+void bench_uv_close(struct uv_handle_s *h);
 
 /* Frees the client after bench_ws_client_stop and uv_run have returned. */
 void bench_ws_client_free(struct bench_ws_client *c);

@@ -66,7 +66,9 @@ struct bench_ws_client {
     struct bench_ws *conns;
     unsigned next_id;
     int stopped;
-    unsigned char *wbuf; /* LWS_PRE + BATCH_BYTES: a batched frame being written */
+    unsigned char *wbuf;   /* LWS_PRE + BATCH_BYTES: a batched frame being written */
+    uv_timer_t stop_timer; /* bench_ws_client_stop_soon; closes itself */
+    int stopping;
 };
 
 static void free_queue(struct bench_ws *ws)
@@ -174,7 +176,8 @@ static int write_batch(struct lws *wsi, struct bench_ws *ws)
     size_t used = 0, k = 0;
     uint64_t tags[BATCH_MAX_MESSAGES];
     for (struct out_msg *m = ws->head;
-         m != NULL && k < BATCH_MAX_MESSAGES && m->len + 1 <= BATCH_BYTES - used; m = m->next) {
+         m != NULL && k < BATCH_MAX_MESSAGES && m->len + 1 <= BATCH_BYTES - used;
+         m = m->next) {
         memcpy(buf + used, m->bytes + LWS_PRE, m->len);
         used += m->len;
         buf[used++] = '\n';
@@ -337,6 +340,28 @@ void bench_ws_client_stop(struct bench_ws_client *c)
     while (c->conns != NULL)
         finish(c->conns, "client stopped");
     lws_context_destroy(c->ctx); /* first call: closes lws' handles on the loop */
+}
+
+void bench_uv_close(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_stop_timer(uv_timer_t *t)
+{
+    bench_ws_client_stop(t->data);
+    bench_uv_close((uv_handle_t *)t);
+}
+
+void bench_ws_client_stop_soon(struct bench_ws_client *c)
+{
+    if (c == NULL || c->stopping)
+        return;
+    c->stopping = 1;
+    uv_timer_init(c->loop, &c->stop_timer);
+    c->stop_timer.data = c;
+    uv_timer_start(&c->stop_timer, on_stop_timer, 0, 0);
 }
 
 void bench_ws_client_free(struct bench_ws_client *c)
