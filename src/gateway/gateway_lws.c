@@ -918,6 +918,18 @@ static void find_web_dir(struct gw *gw, const char *web_dir)
 static struct lws_http_mount mount_web, mount_api, mount_health, mount_metrics, mount_admin;
 static struct lws_http_mount amount_admin, amount_metrics, amount_health;
 
+/* A mount whose requests reach our callback (LWSMPRO_CALLBACK, protocol "chorus"). */
+static void callback_mount(struct lws_http_mount *m, const char *path,
+                           const struct lws_http_mount *next)
+{
+    memset(m, 0, sizeof *m);
+    m->mountpoint = path;
+    m->mountpoint_len = (unsigned char)strlen(path);
+    m->origin = "chorus";
+    m->origin_protocol = LWSMPRO_CALLBACK;
+    m->mount_next = next;
+}
+
 int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
             const char *web_dir, struct gw **out, char *err, size_t errlen)
 {
@@ -928,24 +940,22 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
         return CH_ECONFIG;
     }
     struct gw *gw = calloc(1, sizeof *gw);
-    if (gw == NULL || (gw->batch_buf = malloc(LWS_PRE + GW_BATCH_BYTES)) == NULL) {
+    struct lws_protocols *protos = calloc(2, sizeof *protos); /* [1]: the terminator */
+    uint8_t *batch_buf = malloc(LWS_PRE + GW_BATCH_BYTES);
+    if (gw == NULL || protos == NULL || batch_buf == NULL) {
         free(gw);
+        free(protos);
+        free(batch_buf);
         snprintf(err, errlen, "out of memory");
         return CH_ENOMEM;
     }
     /* libwebsockets allocates the receive buffer for every connection and, on
      * this version, reads a socket in chunks of it: big favours throughput, small
      * many idle connections (cluster-conf/README.md) */
-    struct lws_protocols *protos = calloc(2, sizeof *protos); /* [1]: the terminator */
-    if (protos == NULL) {
-        free(gw->batch_buf);
-        free(gw);
-        snprintf(err, errlen, "out of memory");
-        return CH_ENOMEM;
-    }
     protos[0] = protocol_template;
     protos[0].rx_buffer_size = cfg->gateway.rx_buffer;
     gw->protocols = protos;
+    gw->batch_buf = batch_buf;
     gw->loop = loop;
     gw->start_ms = uv_now(loop);
     gw->cfg = cfg;
@@ -982,31 +992,12 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
      * an IPv6 socket to in6addr_any and ignores an IPv4 `iface`; cluster addresses
      * are IPv4 (raft_uv_tcp takes nothing else). */
     vinfo.options = LWS_SERVER_OPTION_DISABLE_IPV6;
-    /* /api, /healthz and /metrics reach our callback; everything else is a web client
-     * file */
-    memset(&mount_api, 0, sizeof mount_api);
-    mount_api.mountpoint = "/api";
-    mount_api.mountpoint_len = 4;
-    mount_api.origin = "chorus";
-    mount_api.origin_protocol = LWSMPRO_CALLBACK;
-    memset(&mount_health, 0, sizeof mount_health);
-    mount_health.mountpoint = "/healthz";
-    mount_health.mountpoint_len = 8;
-    mount_health.origin = "chorus";
-    mount_health.origin_protocol = LWSMPRO_CALLBACK;
-    mount_api.mount_next = &mount_health;
-    memset(&mount_metrics, 0, sizeof mount_metrics);
-    mount_metrics.mountpoint = "/metrics";
-    mount_metrics.mountpoint_len = 8;
-    mount_metrics.origin = "chorus";
-    mount_metrics.origin_protocol = LWSMPRO_CALLBACK;
-    mount_health.mount_next = &mount_metrics;
-    memset(&mount_admin, 0, sizeof mount_admin);
-    mount_admin.mountpoint = "/admin";
-    mount_admin.mountpoint_len = 6;
-    mount_admin.origin = "chorus";
-    mount_admin.origin_protocol = LWSMPRO_CALLBACK;
-    mount_metrics.mount_next = &mount_admin;
+    /* /api, /healthz, /metrics and /admin reach our callback; everything else is a
+     * web client file */
+    callback_mount(&mount_api, "/api", &mount_health);
+    callback_mount(&mount_health, "/healthz", &mount_metrics);
+    callback_mount(&mount_metrics, "/metrics", &mount_admin);
+    callback_mount(&mount_admin, "/admin", NULL);
     if (gw->web_dir[0]) {
         memset(&mount_web, 0, sizeof mount_web);
         mount_web.mountpoint = "/";
@@ -1026,12 +1017,9 @@ int gw_open(uv_loop_t *loop, const struct cluster_config *cfg, uint32_t node_id,
             self->gateway.port, gw->web_dir[0] ? gw->web_dir : "not found");
     if (self->admin.port != 0) {
         /* the admin API on its own address (firewalled apart from the public one) */
-        amount_admin = mount_admin;
-        amount_metrics = mount_metrics;
-        amount_health = mount_health;
-        amount_admin.mount_next = &amount_metrics;
-        amount_metrics.mount_next = &amount_health;
-        amount_health.mount_next = NULL;
+        callback_mount(&amount_admin, "/admin", &amount_metrics);
+        callback_mount(&amount_metrics, "/metrics", &amount_health);
+        callback_mount(&amount_health, "/healthz", NULL);
         struct lws_context_creation_info ainfo = vinfo;
         ainfo.port = self->admin.port;
         ainfo.iface = self->admin.host;

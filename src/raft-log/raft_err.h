@@ -2,10 +2,7 @@
 #ifndef CHORUS_RAFT_ERR_H
 #define CHORUS_RAFT_ERR_H
 
-#include <stdlib.h>
-
 #include <raft.h>
-#include <raft/uv.h>
 
 #include "../common/error.h"
 
@@ -27,20 +24,6 @@ static inline int ch_from_raft(int rv)
     default:
         return CH_EUNAVAILABLE;
     }
-}
-
-/*
- * libraft formats every trace line (snprintf into a static buffer) before its
- * tracer decides to drop it: that was ~2% of a node's CPU under load.  A NULL
- * tracer skips the formatting.  LIBRAFT_TRACE set in the environment keeps the
- * library's own tracer, for debugging.
- */
-static inline void ch_raft_quiet_tracer(struct raft *r, struct raft_io *io)
-{
-    if (getenv("LIBRAFT_TRACE") != NULL)
-        return;
-    r->tracer = NULL;
-    raft_uv_set_tracer(io, NULL);
 }
 
 #endif
